@@ -1,0 +1,36 @@
+"""gpnat: Gaussian-process models trained with natural gradients.
+
+Sparse variational GPs whose q(u) is stored in a parametrisation of your
+choice, and a :class:`NaturalGradient` optimizer that steps in it, built on
+TensorFlow and gpflow (float64 by default, through gpflow's config).
+"""
+from . import gaussian, parametrisations, schedules
+from .models import SVGP
+from .natgrad import NaturalGradient, NaturalGradientError, natural_gradient
+from .parametrisations import (
+    Expectation,
+    MeanCholesky,
+    MeanPrecisionCholesky,
+    Natural,
+    Parametrisation,
+)
+from .variational import InvalidGaussianError, VariationalGaussian
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SVGP",
+    "NaturalGradient",
+    "NaturalGradientError",
+    "natural_gradient",
+    "Parametrisation",
+    "MeanCholesky",
+    "Natural",
+    "Expectation",
+    "MeanPrecisionCholesky",
+    "VariationalGaussian",
+    "InvalidGaussianError",
+    "gaussian",
+    "parametrisations",
+    "schedules",
+]

@@ -1,0 +1,197 @@
+r"""Conversions between the parametrisations of a batch of Gaussians, written once.
+
+Every function here is free, batched over L Gaussians and shape-checked. They
+use GPflow's layout: a mean is stored as a column per Gaussian, ``[M, L]``, and
+every matrix is stored as a stack ``[L, M, M]``.
+
+Dimension letters (used throughout gpnat):
+
+* ``N`` number of data points, ``B`` size of a minibatch,
+* ``M`` number of inducing variables, ``D`` input dimension,
+* ``L`` number of latent GPs (independent Gaussians in q(u)).
+
+For one Gaussian N(m, S) the three standard coordinate systems are
+
+* mean/Cholesky ξ = (m, L) with S = L Lᵀ, L lower triangular;
+* natural θ₁ = S⁻¹ m, θ₂ = −½ S⁻¹;
+* expectation η₁ = E[u] = m, η₂ = E[u uᵀ] = S + m mᵀ.
+
+All matrices are formed through Cholesky factors and triangular solves; no
+matrix is inverted explicitly. Functions that read a symmetric matrix
+(θ₂, η₂) symmetrise it first, so that gradients with respect to it are
+symmetric too.
+"""
+from typing import Tuple
+
+import tensorflow as tf
+from check_shapes import check_shapes
+
+__all__ = [
+    "symmetrise",
+    "reverse_cholesky",
+    "meanchol_to_natural",
+    "natural_to_meanchol",
+    "meanchol_to_expectation",
+    "expectation_to_meanchol",
+    "natural_to_expectation",
+    "expectation_to_natural",
+    "meanchol_to_precision_cholesky",
+    "precision_cholesky_to_meanchol",
+    "is_valid_cholesky",
+]
+
+Pair = Tuple[tf.Tensor, tf.Tensor]
+
+
+def _col_to_batch(mean: tf.Tensor) -> tf.Tensor:
+    """[M, L] -> [L, M, 1]."""
+    return tf.linalg.adjoint(mean)[..., None]
+
+
+def _batch_to_col(vec: tf.Tensor) -> tf.Tensor:
+    """[L, M, 1] -> [M, L]."""
+    return tf.linalg.adjoint(vec[..., 0])
+
+
+@check_shapes("A: [batch..., M, M]", "return: [batch..., M, M]")
+def symmetrise(A: tf.Tensor) -> tf.Tensor:
+    """½ (A + Aᵀ) over the last two axes."""
+    return 0.5 * (A + tf.linalg.adjoint(A))
+
+
+@check_shapes("A: [batch..., M, M]", "return: [batch..., M, M]")
+def reverse_cholesky(A: tf.Tensor) -> tf.Tensor:
+    r"""Lower-triangular R with A⁻¹ = R Rᵀ, from one Cholesky and one triangular solve.
+
+    With J the reversal permutation, let U = chol(J A J), so A = (J U J)(J U J)ᵀ
+    with J U J upper triangular. Then A⁻¹ = (J U⁻ᵀ J)(J U⁻ᵀ J)ᵀ and
+    R = J U⁻ᵀ J is lower triangular with a positive diagonal.
+    If A is not positive definite the result contains NaN or inf
+    (see :func:`is_valid_cholesky`).
+    """
+    flipped = tf.reverse(A, axis=[-2, -1])
+    U = tf.linalg.cholesky(flipped)
+    eye = tf.eye(tf.shape(A)[-1], batch_shape=tf.shape(A)[:-2], dtype=A.dtype)
+    U_inv_T = tf.linalg.triangular_solve(U, eye, lower=True, adjoint=True)  # U⁻ᵀ, upper
+    return tf.reverse(U_inv_T, axis=[-2, -1])
+
+
+@check_shapes(
+    "q_mu: [M, L]",
+    "q_sqrt: [L, M, M]",
+    "return[0]: [M, L]",
+    "return[1]: [L, M, M]",
+)
+def meanchol_to_natural(q_mu: tf.Tensor, q_sqrt: tf.Tensor) -> Pair:
+    """(m, L) -> (θ₁ = S⁻¹m, θ₂ = −½S⁻¹) with S = L Lᵀ."""
+    q_sqrt = tf.linalg.band_part(q_sqrt, -1, 0)
+    eye = tf.eye(tf.shape(q_sqrt)[-1], batch_shape=tf.shape(q_sqrt)[:-2], dtype=q_sqrt.dtype)
+    L_inv = tf.linalg.triangular_solve(q_sqrt, eye, lower=True)  # L⁻¹
+    S_inv = tf.linalg.matmul(L_inv, L_inv, transpose_a=True)  # L⁻ᵀ L⁻¹
+    theta_1 = _batch_to_col(tf.linalg.matmul(S_inv, _col_to_batch(q_mu)))
+    return theta_1, -0.5 * S_inv
+
+
+@check_shapes(
+    "theta_1: [M, L]",
+    "theta_2: [L, M, M]",
+    "return[0]: [M, L]",
+    "return[1]: [L, M, M]",
+)
+def natural_to_meanchol(theta_1: tf.Tensor, theta_2: tf.Tensor) -> Pair:
+    """(θ₁, θ₂) -> (m = S θ₁, L) with S = (−2θ₂)⁻¹ = L Lᵀ."""
+    L = reverse_cholesky(-2.0 * symmetrise(theta_2))
+    Lt_theta = tf.linalg.matmul(L, _col_to_batch(theta_1), transpose_a=True)
+    return _batch_to_col(tf.linalg.matmul(L, Lt_theta)), L
+
+
+@check_shapes(
+    "q_mu: [M, L]",
+    "q_sqrt: [L, M, M]",
+    "return[0]: [M, L]",
+    "return[1]: [L, M, M]",
+)
+def meanchol_to_expectation(q_mu: tf.Tensor, q_sqrt: tf.Tensor) -> Pair:
+    """(m, L) -> (η₁ = m, η₂ = L Lᵀ + m mᵀ)."""
+    q_sqrt = tf.linalg.band_part(q_sqrt, -1, 0)
+    m = _col_to_batch(q_mu)
+    eta_2 = tf.linalg.matmul(q_sqrt, q_sqrt, transpose_b=True) + tf.linalg.matmul(
+        m, m, transpose_b=True
+    )
+    return q_mu, eta_2
+
+
+@check_shapes(
+    "eta_1: [M, L]",
+    "eta_2: [L, M, M]",
+    "return[0]: [M, L]",
+    "return[1]: [L, M, M]",
+)
+def expectation_to_meanchol(eta_1: tf.Tensor, eta_2: tf.Tensor) -> Pair:
+    """(η₁, η₂) -> (m = η₁, L = chol(η₂ − η₁η₁ᵀ))."""
+    m = _col_to_batch(eta_1)
+    S = symmetrise(eta_2) - tf.linalg.matmul(m, m, transpose_b=True)
+    return eta_1, tf.linalg.cholesky(S)
+
+
+@check_shapes(
+    "theta_1: [M, L]",
+    "theta_2: [L, M, M]",
+    "return[0]: [M, L]",
+    "return[1]: [L, M, M]",
+)
+def natural_to_expectation(theta_1: tf.Tensor, theta_2: tf.Tensor) -> Pair:
+    """(θ₁, θ₂) -> (η₁ = m, η₂ = S + m mᵀ), through the Cholesky factor of S."""
+    return meanchol_to_expectation(*natural_to_meanchol(theta_1, theta_2))
+
+
+@check_shapes(
+    "eta_1: [M, L]",
+    "eta_2: [L, M, M]",
+    "return[0]: [M, L]",
+    "return[1]: [L, M, M]",
+)
+def expectation_to_natural(eta_1: tf.Tensor, eta_2: tf.Tensor) -> Pair:
+    """(η₁, η₂) -> (θ₁ = S⁻¹η₁, θ₂ = −½S⁻¹) with S = η₂ − η₁η₁ᵀ."""
+    return meanchol_to_natural(*expectation_to_meanchol(eta_1, eta_2))
+
+
+@check_shapes(
+    "q_mu: [M, L]",
+    "q_sqrt: [L, M, M]",
+    "return[0]: [M, L]",
+    "return[1]: [L, M, M]",
+)
+def meanchol_to_precision_cholesky(q_mu: tf.Tensor, q_sqrt: tf.Tensor) -> Pair:
+    """(m, L) -> (m, R) with S⁻¹ = R Rᵀ, R lower triangular."""
+    q_sqrt = tf.linalg.band_part(q_sqrt, -1, 0)
+    S = tf.linalg.matmul(q_sqrt, q_sqrt, transpose_b=True)
+    return q_mu, reverse_cholesky(S)
+
+
+@check_shapes(
+    "q_mu: [M, L]",
+    "prec_sqrt: [L, M, M]",
+    "return[0]: [M, L]",
+    "return[1]: [L, M, M]",
+)
+def precision_cholesky_to_meanchol(q_mu: tf.Tensor, prec_sqrt: tf.Tensor) -> Pair:
+    """(m, R) -> (m, L) with S = (R Rᵀ)⁻¹ = L Lᵀ."""
+    prec_sqrt = tf.linalg.band_part(prec_sqrt, -1, 0)
+    precision = tf.linalg.matmul(prec_sqrt, prec_sqrt, transpose_b=True)
+    return q_mu, reverse_cholesky(precision)
+
+
+@check_shapes("q_mu: [M, L]", "q_sqrt: [L, M, M]", "return: []")
+def is_valid_cholesky(q_mu: tf.Tensor, q_sqrt: tf.Tensor) -> tf.Tensor:
+    """True where (m, L) describes a proper Gaussian: everything finite, diag(L) ≠ 0.
+
+    TensorFlow's Cholesky returns NaN (it does not raise) on a matrix that is not
+    positive definite, so this check, run on the output of a conversion, detects
+    invalid states inside compiled code as well as eagerly.
+    """
+    finite = tf.logical_and(
+        tf.reduce_all(tf.math.is_finite(q_mu)), tf.reduce_all(tf.math.is_finite(q_sqrt))
+    )
+    nonsingular = tf.reduce_all(tf.linalg.diag_part(q_sqrt) != 0)
+    return tf.logical_and(finite, nonsingular)

@@ -1,0 +1,4 @@
+"""gpnat's models: how q(u) becomes q(f)."""
+from .svgp import SVGP
+
+__all__ = ["SVGP"]

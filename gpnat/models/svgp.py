@@ -1,0 +1,169 @@
+r"""SVGP: the sparse variational GP with q(u) stored in a pluggable parametrisation.
+
+The model maps q(u) to q(f) with gpflow's conditionals and computes the KL with
+gpflow's ``prior_kl``; both read only the mean/Cholesky view of q(u), so they
+are written once for every parametrisation.
+
+    ELBO = (N / B) Σ_b E_q(f_b)[log p(y_b | f_b)] − KL[q(u) ‖ p(u)]
+"""
+from typing import Optional, Tuple
+
+import gpflow
+import numpy as np
+import tensorflow as tf
+from check_shapes import check_shapes, inherit_check_shapes
+from gpflow import kullback_leiblers
+from gpflow.conditionals import conditional
+from gpflow.models import GPModel
+from gpflow.models.training_mixins import ExternalDataTrainingLossMixin
+from gpflow.models.util import inducingpoint_wrapper
+
+from ..parametrisations import MeanCholesky, Parametrisation
+from ..variational import VariationalGaussian
+
+__all__ = ["SVGP"]
+
+
+def _check_data(X, Y=None) -> None:
+    """Finite inputs and targets: a clear error, eagerly or in compiled code."""
+    if tf.executing_eagerly() and isinstance(X, np.ndarray):
+        if not np.all(np.isfinite(X)):
+            raise ValueError("X contains NaN or inf")
+        if Y is not None and isinstance(Y, np.ndarray) and not np.all(np.isfinite(Y)):
+            raise ValueError("Y contains NaN or inf")
+        return
+    tf.debugging.assert_all_finite(X, "X contains NaN or inf")
+    if Y is not None:
+        tf.debugging.assert_all_finite(Y, "Y contains NaN or inf")
+
+
+class SVGP(GPModel, ExternalDataTrainingLossMixin):
+    r"""Sparse variational GP whose q(u) is stored in a chosen parametrisation.
+
+    Same meaning and shapes as :class:`gpflow.models.SVGP`:
+
+    :param kernel: a gpflow kernel (multi-output kernels included).
+    :param likelihood: any gpflow likelihood.
+    :param inducing_variable: Z ``[M, D]`` or a gpflow inducing variable.
+    :param num_data: N, the total number of data points (to scale minibatch
+        ELBOs by N / B); ``None`` means every call sees all data.
+    :param parametrisation: coordinates q(u) is stored in (default
+        :class:`~gpnat.parametrisations.MeanCholesky`).
+    :param whiten: if True q(u) is over v with u = chol(Kuu) v and p(v) = N(0, I).
+    :param num_latent_gps: L.
+    :param mean_function: a gpflow mean function (default zero).
+    :param q_mu: initial mean ``[M, L]`` (default 0).
+    :param q_sqrt: initial Cholesky factor ``[L, M, M]`` (default I).
+
+    The variational distribution is ``model.q`` (a
+    :class:`~gpnat.variational.VariationalGaussian`);
+    ``model.q.mean_cholesky()`` gives ``(q_mu [M, L], q_sqrt [L, M, M])``.
+    """
+
+    def __init__(
+        self,
+        kernel: gpflow.kernels.Kernel,
+        likelihood: gpflow.likelihoods.Likelihood,
+        inducing_variable,
+        *,
+        num_data: Optional[int] = None,
+        parametrisation: Parametrisation = MeanCholesky(),
+        whiten: bool = True,
+        num_latent_gps: int = 1,
+        mean_function: Optional[gpflow.mean_functions.MeanFunction] = None,
+        q_mu: Optional[np.ndarray] = None,
+        q_sqrt: Optional[np.ndarray] = None,
+    ):
+        super().__init__(kernel, likelihood, mean_function, num_latent_gps)
+        if num_data is not None and (int(num_data) != num_data or num_data < 1):
+            raise ValueError(f"num_data must be a positive integer or None, got {num_data!r}")
+        self.num_data = num_data
+        self.whiten = bool(whiten)
+        self.inducing_variable = inducingpoint_wrapper(inducing_variable)
+        self.q = VariationalGaussian(
+            self.inducing_variable.num_inducing,
+            num_latent_gps,
+            parametrisation=parametrisation,
+            q_mu=q_mu,
+            q_sqrt=q_sqrt,
+        )
+
+    @property
+    def parametrisation(self) -> Parametrisation:
+        """The parametrisation q(u) is stored in."""
+        return self.q.parametrisation
+
+    def _input_dim(self) -> Optional[int]:
+        iv = self.inducing_variable
+        if hasattr(iv, "inducing_variable"):  # shared multi-output inducing variables
+            iv = iv.inducing_variable
+        elif hasattr(iv, "inducing_variable_list"):  # separate multi-output inducing variables
+            iv = iv.inducing_variable_list[0]
+        Z = getattr(iv, "Z", None)
+        return None if Z is None else Z.shape[-1]
+
+    def _check_inputs(self, X, Y=None) -> None:
+        D = self._input_dim()
+        if len(X.shape) != 2:
+            raise ValueError(f"X must have shape [N, D], got {list(X.shape)}")
+        if D is not None and X.shape[-1] is not None and X.shape[-1] != D:
+            raise ValueError(
+                f"X has {X.shape[-1]} input dimensions but the inducing inputs Z have {D}"
+            )
+        if Y is not None:
+            if len(Y.shape) != 2:
+                raise ValueError(f"Y must have shape [N, P], got {list(Y.shape)}")
+            if X.shape[0] is not None and Y.shape[0] is not None and X.shape[0] != Y.shape[0]:
+                raise ValueError(
+                    f"X and Y must have the same number of rows, got {X.shape[0]} and {Y.shape[0]}"
+                )
+        _check_data(X, Y)
+
+    @check_shapes("return: []")
+    def prior_kl(self) -> tf.Tensor:
+        """KL[q(u) ‖ p(u)], by gpflow's ``prior_kl`` on the mean/Cholesky view."""
+        q_mu, q_sqrt = self.q.mean_cholesky()
+        return kullback_leiblers.prior_kl(
+            self.inducing_variable, self.kernel, q_mu, q_sqrt, whiten=self.whiten
+        )
+
+    @inherit_check_shapes
+    def maximum_log_likelihood_objective(self, data) -> tf.Tensor:  # type: ignore[override]
+        return self.elbo(data)
+
+    @check_shapes("data[0]: [N, D]", "data[1]: [N, P]", "return: []")
+    def elbo(self, data: Tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
+        r"""The evidence lower bound for data (X ``[B, D]``, Y ``[B, P]``), scaled by N / B."""
+        X, Y = data
+        self._check_inputs(X, Y)
+        q_mu, q_sqrt = self.q.mean_cholesky()
+        kl = kullback_leiblers.prior_kl(
+            self.inducing_variable, self.kernel, q_mu, q_sqrt, whiten=self.whiten
+        )
+        f_mean, f_var = self._conditional(X, q_mu, q_sqrt, full_cov=False, full_output_cov=False)
+        var_exp = self.likelihood.variational_expectations(X, f_mean, f_var, Y)
+        if self.num_data is not None:
+            scale = tf.cast(self.num_data, kl.dtype) / tf.cast(tf.shape(X)[0], kl.dtype)
+        else:
+            scale = tf.cast(1.0, kl.dtype)
+        return tf.reduce_sum(var_exp) * scale - kl
+
+    def _conditional(self, X, q_mu, q_sqrt, full_cov: bool, full_output_cov: bool):
+        mu, var = conditional(
+            X,
+            self.inducing_variable,
+            self.kernel,
+            q_mu,
+            q_sqrt=q_sqrt,
+            full_cov=full_cov,
+            white=self.whiten,
+            full_output_cov=full_output_cov,
+        )
+        return mu + self.mean_function(X), var
+
+    @inherit_check_shapes
+    def predict_f(self, Xnew, full_cov: bool = False, full_output_cov: bool = False):
+        """Mean and (co)variance of q(f*) at Xnew ``[N, D]``, as in gpflow."""
+        self._check_inputs(Xnew)
+        q_mu, q_sqrt = self.q.mean_cholesky()
+        return self._conditional(Xnew, q_mu, q_sqrt, full_cov, full_output_cov)

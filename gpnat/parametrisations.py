@@ -1,0 +1,224 @@
+r"""Parametrisations of q(u) = N(m, S): the coordinates ξ that q(u) stores.
+
+A parametrisation is a small stateless object with conversions between its
+coordinates ξ = (ξ₁, ξ₂) and the mean/Cholesky, natural and expectation
+coordinates. Only :meth:`~Parametrisation.to_meanchol` and
+:meth:`~Parametrisation.from_meanchol` are required; the other conversions
+default to going through mean/Cholesky and may be overridden with a direct
+route. The maths lives in :mod:`gpnat.gaussian`.
+
+Shapes (GPflow layout): ξ₁ is ``[M, L]`` and ξ₂ is ``[L, M, M]`` for all
+parametrisations here.
+
+The natural-gradient step ξ ← ξ − γ (∂ξ/∂θ)(∂L/∂η) is taken in these
+coordinates; :class:`gpnat.NaturalGradient` needs nothing else from a
+parametrisation, so adding one does not touch the model or the optimizer.
+"""
+from typing import Tuple
+
+import tensorflow as tf
+
+from . import gaussian
+
+__all__ = [
+    "Parametrisation",
+    "MeanCholesky",
+    "Natural",
+    "Expectation",
+    "MeanPrecisionCholesky",
+    "PARAMETRISATIONS",
+    "get_parametrisation",
+]
+
+Pair = Tuple[tf.Tensor, tf.Tensor]
+
+
+class Parametrisation:
+    """Base class: coordinates ξ of q(u) and their conversions.
+
+    Subclasses set :attr:`names` (names of the two stored variables) and
+    implement :meth:`to_meanchol` and :meth:`from_meanchol`.
+    """
+
+    #: names of the stored variables (ξ₁ [M, L], ξ₂ [L, M, M])
+    names: Tuple[str, str] = ("xi_1", "xi_2")
+    #: True when ξ are the natural parameters θ, so that ∂ξ/∂θ = I
+    is_natural: bool = False
+
+    def to_meanchol(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
+        """ξ -> (q_mu [M, L], q_sqrt [L, M, M])."""
+        raise NotImplementedError
+
+    def from_meanchol(self, q_mu: tf.Tensor, q_sqrt: tf.Tensor) -> Pair:
+        """(q_mu [M, L], q_sqrt [L, M, M]) -> ξ."""
+        raise NotImplementedError
+
+    def to_natural(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
+        """ξ -> (θ₁ [M, L], θ₂ [L, M, M])."""
+        return gaussian.meanchol_to_natural(*self.to_meanchol(xi_1, xi_2))
+
+    def from_natural(self, theta_1: tf.Tensor, theta_2: tf.Tensor) -> Pair:
+        """(θ₁, θ₂) -> ξ."""
+        return self.from_meanchol(*gaussian.natural_to_meanchol(theta_1, theta_2))
+
+    def to_expectation(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
+        """ξ -> (η₁ [M, L], η₂ [L, M, M])."""
+        return gaussian.meanchol_to_expectation(*self.to_meanchol(xi_1, xi_2))
+
+    def from_expectation(self, eta_1: tf.Tensor, eta_2: tf.Tensor) -> Pair:
+        """(η₁, η₂) -> ξ."""
+        return self.from_meanchol(*gaussian.expectation_to_meanchol(eta_1, eta_2))
+
+    def canonical(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
+        """The representative of the same q(u) that the ``from_*`` conversions return.
+
+        Natural gradients are computed at, and stepped from, this point, so
+        that the conversions are differentiated on the branch the stored
+        coordinates lie on. The default is the identity.
+        """
+        return xi_1, xi_2
+
+    def is_valid(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> tf.Tensor:
+        """Scalar bool tensor: do these coordinates describe a proper Gaussian?
+
+        Works eagerly and in compiled code (it never raises).
+        """
+        return gaussian.is_valid_cholesky(*self.to_meanchol(xi_1, xi_2))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other)
+
+    def __hash__(self) -> int:
+        return hash(type(self))
+
+
+def _positive_diagonal(factor: tf.Tensor) -> tf.Tensor:
+    """L diag(sign(diag L)): the same L Lᵀ, with a non-negative diagonal."""
+    factor = tf.linalg.band_part(factor, -1, 0)
+    signs = tf.where(tf.linalg.diag_part(factor) < 0, -1.0, 1.0)
+    return factor * tf.cast(signs, factor.dtype)[..., None, :]
+
+
+class MeanCholesky(Parametrisation):
+    """ξ = (m, L) with S = L Lᵀ, L lower triangular (GPflow's ``q_mu``, ``q_sqrt``).
+
+    The parametrisation recommended by Salimbeni et al. (2018) for
+    non-conjugate likelihoods: any finite L with a non-zero diagonal is valid.
+    """
+
+    names = ("q_mu", "q_sqrt")
+
+    def to_meanchol(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
+        return xi_1, tf.linalg.band_part(xi_2, -1, 0)
+
+    def from_meanchol(self, q_mu: tf.Tensor, q_sqrt: tf.Tensor) -> Pair:
+        return q_mu, tf.linalg.band_part(q_sqrt, -1, 0)
+
+    def canonical(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
+        # L and L diag(±1) are the same q(u); conversions return the positive diagonal
+        return xi_1, _positive_diagonal(xi_2)
+
+
+class Natural(Parametrisation):
+    """ξ = θ: θ₁ = S⁻¹m ``[M, L]``, θ₂ = −½S⁻¹ ``[L, M, M]``.
+
+    In these coordinates the natural gradient is ∂L/∂η and one step with
+    γ = 1 on a conjugate (Gaussian) likelihood lands on the optimum.
+    Valid while −2θ₂ is positive definite.
+    """
+
+    names = ("theta_1", "theta_2")
+    is_natural = True
+
+    def to_meanchol(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
+        return gaussian.natural_to_meanchol(xi_1, xi_2)
+
+    def from_meanchol(self, q_mu: tf.Tensor, q_sqrt: tf.Tensor) -> Pair:
+        return gaussian.meanchol_to_natural(q_mu, q_sqrt)
+
+    def to_natural(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
+        return xi_1, gaussian.symmetrise(xi_2)
+
+    def from_natural(self, theta_1: tf.Tensor, theta_2: tf.Tensor) -> Pair:
+        return theta_1, gaussian.symmetrise(theta_2)
+
+    def from_expectation(self, eta_1: tf.Tensor, eta_2: tf.Tensor) -> Pair:
+        return gaussian.expectation_to_natural(eta_1, eta_2)
+
+
+class Expectation(Parametrisation):
+    """ξ = η: η₁ = m ``[M, L]``, η₂ = S + m mᵀ ``[L, M, M]``.
+
+    Valid while η₂ − η₁η₁ᵀ is positive definite.
+    """
+
+    names = ("eta_1", "eta_2")
+
+    def to_meanchol(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
+        return gaussian.expectation_to_meanchol(xi_1, xi_2)
+
+    def from_meanchol(self, q_mu: tf.Tensor, q_sqrt: tf.Tensor) -> Pair:
+        return gaussian.meanchol_to_expectation(q_mu, q_sqrt)
+
+    def to_expectation(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
+        return xi_1, gaussian.symmetrise(xi_2)
+
+    def from_expectation(self, eta_1: tf.Tensor, eta_2: tf.Tensor) -> Pair:
+        return eta_1, gaussian.symmetrise(eta_2)
+
+    def to_natural(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
+        return gaussian.expectation_to_natural(xi_1, xi_2)
+
+
+class MeanPrecisionCholesky(Parametrisation):
+    """ξ = (m, R) with S⁻¹ = R Rᵀ, R lower triangular.
+
+    The Cholesky factor of the precision: like :class:`MeanCholesky`, any finite
+    R with a non-zero diagonal is a valid Gaussian.
+    """
+
+    names = ("q_mu", "q_prec_sqrt")
+
+    def to_meanchol(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
+        return gaussian.precision_cholesky_to_meanchol(xi_1, xi_2)
+
+    def from_meanchol(self, q_mu: tf.Tensor, q_sqrt: tf.Tensor) -> Pair:
+        mu, prec_sqrt = gaussian.meanchol_to_precision_cholesky(q_mu, q_sqrt)
+        return mu, tf.linalg.band_part(prec_sqrt, -1, 0)
+
+    def canonical(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
+        return xi_1, _positive_diagonal(xi_2)
+
+    def is_valid(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> tf.Tensor:
+        # valid iff R itself is finite with a non-zero diagonal; the converted
+        # factor is checked too, as it is what the model will use
+        return tf.logical_and(
+            gaussian.is_valid_cholesky(xi_1, tf.linalg.band_part(xi_2, -1, 0)),
+            super().is_valid(xi_1, xi_2),
+        )
+
+
+#: every parametrisation shipped with gpnat, by name
+PARAMETRISATIONS = {
+    "mean_cholesky": MeanCholesky,
+    "natural": Natural,
+    "expectation": Expectation,
+    "mean_precision_cholesky": MeanPrecisionCholesky,
+}
+
+
+def get_parametrisation(p) -> Parametrisation:
+    """A :class:`Parametrisation` from an instance, a class or a name in :data:`PARAMETRISATIONS`."""
+    if isinstance(p, Parametrisation):
+        return p
+    if isinstance(p, type) and issubclass(p, Parametrisation):
+        return p()
+    if isinstance(p, str) and p.lower() in PARAMETRISATIONS:
+        return PARAMETRISATIONS[p.lower()]()
+    raise TypeError(
+        f"parametrisation must be a gpnat.Parametrisation or one of {sorted(PARAMETRISATIONS)}, "
+        f"got {p!r}"
+    )

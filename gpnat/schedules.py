@@ -1,0 +1,94 @@
+r"""Step-size schedules for the natural-gradient step: plain callables step -> γ.
+
+A schedule is any callable that maps the step number t = 1, 2, 3, ... (an
+integer tensor; the counter lives in the optimizer's state, so it is
+checkpointed with it) to a positive γ. A number is the constant schedule.
+"""
+import math
+from numbers import Real
+from typing import Callable, Union
+
+import gpflow
+import tensorflow as tf
+
+__all__ = ["Schedule", "Constant", "IncreasingRate", "LogLinear", "as_schedule", "check_gamma"]
+
+Schedule = Callable[[tf.Tensor], tf.Tensor]
+
+
+def check_gamma(gamma, what: str = "gamma") -> float:
+    """Return gamma as a float if it is a positive finite number; raise ValueError otherwise."""
+    if isinstance(gamma, bool) or not isinstance(gamma, Real):
+        raise TypeError(f"{what} must be a positive finite number or a schedule, got {gamma!r}")
+    gamma = float(gamma)
+    if not math.isfinite(gamma) or gamma <= 0.0:
+        raise ValueError(f"{what} must be a positive finite number, got {gamma!r}")
+    return gamma
+
+
+def _float(t) -> tf.Tensor:
+    return tf.cast(t, gpflow.default_float())
+
+
+class Constant:
+    """γₜ = gamma for every step."""
+
+    def __init__(self, gamma: float):
+        self.gamma = check_gamma(gamma)
+
+    def __call__(self, step) -> tf.Tensor:
+        return tf.constant(self.gamma, dtype=gpflow.default_float())
+
+    def __repr__(self) -> str:
+        return f"Constant({self.gamma!r})"
+
+
+class IncreasingRate:
+    """γₜ = α (1 − exp(−rate · t)): a warm-up from ≈ α·rate at t = 1 towards α.
+
+    The rule used with natural gradients in Julia to make non-conjugate
+    training safe: early steps are tiny, and γ approaches α as t grows.
+    """
+
+    def __init__(self, alpha: float = 1.0, rate: float = 1e-8):
+        self.alpha = check_gamma(alpha, "alpha")
+        self.rate = check_gamma(rate, "rate")
+
+    def __call__(self, step) -> tf.Tensor:
+        t = _float(step)
+        return self.alpha * -tf.math.expm1(-self.rate * t)
+
+    def __repr__(self) -> str:
+        return f"IncreasingRate(alpha={self.alpha!r}, rate={self.rate!r})"
+
+
+class LogLinear:
+    """γ grows log-linearly from ``start`` (t = 1) to ``stop`` (t = ``steps``), then stays at ``stop``.
+
+    The schedule of Salimbeni et al. (2018) for stochastic natural gradients,
+    e.g. ``LogLinear(1e-4, 1e-1, 5)``.
+    """
+
+    def __init__(self, start: float, stop: float, steps: int):
+        self.start = check_gamma(start, "start")
+        self.stop = check_gamma(stop, "stop")
+        if isinstance(steps, bool) or int(steps) != steps or steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        self.steps = int(steps)
+
+    def __call__(self, step) -> tf.Tensor:
+        t = _float(step)
+        span = max(self.steps - 1, 1)
+        frac = tf.clip_by_value((t - 1.0) / span, 0.0, 1.0)
+        log_gamma = math.log(self.start) + frac * (math.log(self.stop) - math.log(self.start))
+        return tf.exp(log_gamma)
+
+    def __repr__(self) -> str:
+        return f"LogLinear(start={self.start!r}, stop={self.stop!r}, steps={self.steps!r})"
+
+
+def as_schedule(gamma: Union[float, Schedule]) -> Schedule:
+    """A number becomes :class:`Constant`; a callable is returned as it is."""
+    if callable(gamma):
+        return gamma
+    return Constant(gamma)

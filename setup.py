@@ -1,0 +1,27 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="gpnat",
+    version="0.1.0",
+    description="Gaussian-process models trained with natural gradients, on TensorFlow and gpflow",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["gpnat", "gpnat.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "numpy>=1.26,<2.0",
+        "tensorflow>=2.21",
+        "tensorflow-probability>=0.25",
+        "tf-keras>=2.21",
+        "gpflow>=2.11.2",
+        "check_shapes>=1.1.1",
+        "scikit-learn>=1.9",
+        "matplotlib>=3.11",
+        "tqdm>=4.70",
+    ],
+    extras_require={
+        "test": ["pytest>=9.0", "hypothesis>=6.150"],
+    },
+)

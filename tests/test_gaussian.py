@@ -1,0 +1,110 @@
+"""The free conversions in gpnat.gaussian against slow, obvious NumPy references."""
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra import numpy as hnp
+
+from gpnat import gaussian
+
+
+def _spd(rng, L, M, cond=10.0):
+    """Random SPD matrices [L, M, M] with eigenvalues in [1/cond, 1] (times a scale)."""
+    out = []
+    for _ in range(L):
+        Q, _ = np.linalg.qr(rng.normal(size=(M, M)))
+        eig = np.exp(rng.uniform(-np.log(cond), 0.0, size=M))
+        out.append((Q * eig) @ Q.T)
+    return np.stack(out)
+
+
+def _np_natural(m, S):
+    P = np.linalg.inv(S)
+    return np.einsum("lij,jl->il", P, m), -0.5 * P
+
+
+@st.composite
+def gaussians(draw):
+    M = draw(st.integers(1, 6))
+    L = draw(st.integers(1, 3))
+    seed = draw(st.integers(0, 2**31 - 1))
+    cond = draw(st.sampled_from([1.0, 10.0, 1e3]))
+    scale = draw(st.sampled_from([1e-2, 1.0, 1e2]))
+    rng = np.random.default_rng(seed)
+    S = scale * _spd(rng, L, M, cond)
+    m = rng.normal(size=(M, L)) * np.sqrt(scale)
+    return m, S
+
+
+@settings(max_examples=40, deadline=None)
+@given(gaussians())
+def test_round_trips_all_coordinates(mS):
+    m, S = mS
+    chol = np.linalg.cholesky(S)
+    th1, th2 = gaussian.meanchol_to_natural(m, chol)
+    ref1, ref2 = _np_natural(m, S)
+    np.testing.assert_allclose(th1, ref1, rtol=1e-7, atol=1e-9 * np.abs(ref1).max())
+    np.testing.assert_allclose(th2, ref2, rtol=1e-7, atol=1e-9 * np.abs(ref2).max())
+
+    m2, chol2 = gaussian.natural_to_meanchol(th1, th2)
+    np.testing.assert_allclose(m2, m, rtol=1e-7, atol=1e-8 * np.abs(m).max())
+    np.testing.assert_allclose(chol2, chol, rtol=1e-7, atol=1e-8 * np.abs(chol).max())
+
+    e1, e2 = gaussian.meanchol_to_expectation(m, chol)
+    np.testing.assert_allclose(e1, m)
+    np.testing.assert_allclose(e2, S + np.einsum("il,jl->lij", m, m), rtol=1e-10)
+    m3, chol3 = gaussian.expectation_to_meanchol(e1, e2)
+    np.testing.assert_allclose(chol3, chol, rtol=1e-6, atol=1e-7 * np.abs(chol).max())
+
+    t1, t2 = gaussian.expectation_to_natural(e1, e2)
+    np.testing.assert_allclose(t2, ref2, rtol=1e-6, atol=1e-8 * np.abs(ref2).max())
+    f1, f2 = gaussian.natural_to_expectation(t1, t2)
+    np.testing.assert_allclose(f2, e2, rtol=1e-6, atol=1e-8 * np.abs(e2).max())
+
+    mp, R = gaussian.meanchol_to_precision_cholesky(m, chol)
+    np.testing.assert_allclose(np.einsum("lij,lkj->lik", R, R), np.linalg.inv(S), rtol=1e-6,
+                               atol=1e-8 * np.abs(np.linalg.inv(S)).max())
+    np.testing.assert_allclose(np.triu(R, 1), 0.0)
+    _, chol4 = gaussian.precision_cholesky_to_meanchol(mp, R)
+    np.testing.assert_allclose(chol4, chol, rtol=1e-6, atol=1e-7 * np.abs(chol).max())
+
+
+def test_reverse_cholesky_is_lower_with_positive_diagonal(rng):
+    A = _spd(rng, 2, 5)
+    R = gaussian.reverse_cholesky(A).numpy()
+    np.testing.assert_array_equal(np.triu(R, 1), 0.0)
+    assert np.all(np.diagonal(R, axis1=1, axis2=2) > 0)
+    np.testing.assert_allclose(R @ np.swapaxes(R, 1, 2), np.linalg.inv(A), rtol=1e-8, atol=1e-10)
+
+
+def test_invalid_matrices_are_detected_not_raised(rng):
+    m = rng.normal(size=(3, 1))
+    not_pd = np.diag([1.0, -1.0, 2.0])[None]
+    _, chol = gaussian.natural_to_meanchol(m, -0.5 * not_pd)
+    assert not bool(gaussian.is_valid_cholesky(m, chol))
+    _, chol = gaussian.expectation_to_meanchol(m, not_pd)
+    assert not bool(gaussian.is_valid_cholesky(m, chol))
+    assert not bool(gaussian.is_valid_cholesky(m, np.diag([1.0, 0.0, 1.0])[None]))
+    assert not bool(gaussian.is_valid_cholesky(m * np.nan, np.eye(3)[None]))
+    assert bool(gaussian.is_valid_cholesky(m, np.eye(3)[None]))
+
+
+def test_symmetric_inputs_are_symmetrised(rng):
+    """Only the symmetric part of θ₂ / η₂ matters, so their gradients are symmetric."""
+    m, chol = rng.normal(size=(3, 1)), np.linalg.cholesky(_spd(rng, 1, 3))
+    th1, th2 = gaussian.meanchol_to_natural(m, chol)
+    skew = np.triu(np.ones((1, 3, 3)), 1)
+    skew = skew - np.swapaxes(skew, 1, 2)
+    np.testing.assert_allclose(gaussian.natural_to_meanchol(th1, th2 + 0.01 * skew)[1],
+                               gaussian.natural_to_meanchol(th1, th2)[1], rtol=1e-12)
+    th2 = tf.constant(th2)
+    with tf.GradientTape() as tape:
+        tape.watch(th2)
+        out = tf.reduce_sum(gaussian.natural_to_meanchol(th1, th2)[1] * rng.normal(size=(1, 3, 3)))
+    g = tape.gradient(out, th2).numpy()
+    np.testing.assert_allclose(g, np.swapaxes(g, 1, 2), atol=1e-12)
+
+
+def test_shapes_are_checked():
+    with pytest.raises(Exception, match="q_sqrt|shape"):
+        gaussian.meanchol_to_natural(np.zeros((3, 1)), np.eye(4)[None])

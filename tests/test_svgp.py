@@ -1,0 +1,114 @@
+"""gpnat.SVGP against gpflow.models.SVGP, for every parametrisation and many likelihoods."""
+import gpflow
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+import gpnat
+
+from .conftest import make_kernel, random_meanchol, regression_data
+
+N, M, D = 30, 6, 2
+
+
+def _likelihood_cases(rng):
+    X = rng.uniform(-2, 2, size=(N, D))
+    f = np.sin(2 * X[:, :1]) + 0.5 * X[:, 1:]
+    Z = X[:M].copy()
+    cases = {}
+    cases["gaussian"] = (make_kernel(), gpflow.likelihoods.Gaussian(0.2), Z, 1, f + 0.1 * rng.normal(size=(N, 1)))
+    cases["gaussian-L3"] = (make_kernel(), gpflow.likelihoods.Gaussian(0.2), Z, 3,
+                            np.hstack([f, -f, 2 * f]) + 0.1 * rng.normal(size=(N, 3)))
+    cases["bernoulli"] = (make_kernel(), gpflow.likelihoods.Bernoulli(), Z, 1, (f > 0).astype(float))
+    cases["student-t"] = (make_kernel(), gpflow.likelihoods.StudentT(scale=0.3, df=3.0), Z, 1,
+                          f + 0.3 * rng.standard_t(3.0, size=(N, 1)))
+    cases["poisson"] = (make_kernel(), gpflow.likelihoods.Poisson(), Z, 1,
+                        rng.poisson(np.exp(f)).astype(float))
+    cases["multiclass"] = (make_kernel(), gpflow.likelihoods.MultiClass(3), Z, 3,
+                           np.digitize(f, [-0.5, 0.5]).astype(float))
+    het_kernel = gpflow.kernels.SeparateIndependent([make_kernel(), make_kernel()])
+    het_lik = gpflow.likelihoods.HeteroskedasticTFPConditional(
+        distribution_class=tfp.distributions.Normal, scale_transform=tfp.bijectors.Exp()
+    )
+    het_Z = gpflow.inducing_variables.SharedIndependentInducingVariables(
+        gpflow.inducing_variables.InducingPoints(Z)
+    )
+    cases["heteroscedastic"] = (het_kernel, het_lik, het_Z, 2, f + 0.1 * np.abs(X[:, :1]) * rng.normal(size=(N, 1)))
+    return X, cases
+
+
+CASES = ["gaussian", "gaussian-L3", "bernoulli", "student-t", "poisson", "multiclass", "heteroscedastic"]
+
+
+@pytest.mark.parametrize("whiten", [True, False], ids=["whitened", "unwhitened"])
+@pytest.mark.parametrize("case", CASES)
+def test_elbo_and_predictions_match_gpflow(parametrisation, case, whiten, rng):
+    X, cases = _likelihood_cases(rng)
+    kernel, likelihood, Z, L, Y = cases[case]
+    q_mu, q_sqrt = random_meanchol(rng, M, L, scale=0.5)
+    ours = gpnat.SVGP(kernel, likelihood, Z, num_latent_gps=L, whiten=whiten,
+                      parametrisation=parametrisation, num_data=N)
+    ours.q.assign_mean_cholesky(q_mu, q_sqrt)
+    ref = gpflow.models.SVGP(kernel, likelihood, Z, num_latent_gps=L, whiten=whiten,
+                             q_mu=q_mu, q_sqrt=q_sqrt, num_data=N)
+    np.testing.assert_allclose(ours.elbo((X, Y)), ref.elbo((X, Y)), rtol=1e-10)
+    np.testing.assert_allclose(ours.training_loss((X, Y)), ref.training_loss((X, Y)), rtol=1e-10)
+    # minibatch scaling by N / B, as in gpflow
+    np.testing.assert_allclose(ours.elbo((X[:10], Y[:10])), ref.elbo((X[:10], Y[:10])), rtol=1e-10)
+    for full_cov in (False, True):
+        for a, b in zip(ours.predict_f(X[:7], full_cov=full_cov), ref.predict_f(X[:7], full_cov=full_cov)):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    if case != "heteroscedastic":  # gpflow's heteroscedastic likelihood has no predict_mean_and_var for L=2 f
+        for a, b in zip(ours.predict_y(X[:7]), ref.predict_y(X[:7])):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ours.predict_log_density((X[:7], Y[:7])),
+                               ref.predict_log_density((X[:7], Y[:7])), rtol=1e-9)
+
+
+def test_training_loss_closure_compiled_matches_eager(rng):
+    X, Y = regression_data(rng)
+    model = gpnat.SVGP(make_kernel(), gpflow.likelihoods.Gaussian(0.1), X[:M].copy(),
+                       parametrisation=gpnat.Natural())
+    eager = model.training_loss_closure((X, Y), compile=False)()
+    compiled = model.training_loss_closure((X, Y), compile=True)()
+    np.testing.assert_allclose(eager, compiled, rtol=1e-12)
+
+
+def _model(rng, L=1):
+    X, Y = regression_data(rng, L=L)
+    model = gpnat.SVGP(make_kernel(), gpflow.likelihoods.Gaussian(0.1), X[:M].copy(), num_latent_gps=L)
+    return model, X, Y
+
+
+@pytest.mark.parametrize(
+    "mangle, match",
+    [
+        (lambda X, Y: (X[:, :1], Y), "input dimensions"),
+        (lambda X, Y: (X, Y[:-1]), "same number of rows|N"),
+        (lambda X, Y: (X[:, 0], Y), r"X must have shape \[N, D\]|shape mismatch"),
+        (lambda X, Y: (np.where(X > 1.5, np.nan, X), Y), "X contains NaN or inf"),
+        (lambda X, Y: (X, np.where(Y > 0.5, np.inf, Y)), "Y contains NaN or inf"),
+    ],
+)
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_bad_data_is_a_clear_error(rng, mangle, match, compiled):
+    model, X, Y = _model(rng)
+    bad = mangle(X, Y)
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    fn = model.training_loss_closure(bad, compile=compiled)
+    with pytest.raises(Exception, match=match):
+        fn()
+    with pytest.raises(Exception, match=match):
+        gpnat.NaturalGradient(0.5).minimize(fn, model.q)
+    for v, b in zip(model.trainable_variables, before):
+        np.testing.assert_array_equal(v.numpy(), b)
+
+
+def test_q_is_exposed_and_parametrisation_named(rng):
+    model = gpnat.SVGP(make_kernel(), gpflow.likelihoods.Gaussian(), np.zeros((3, D)),
+                       parametrisation="expectation", num_latent_gps=2)
+    assert isinstance(model.parametrisation, gpnat.Expectation)
+    q_mu, q_sqrt = model.q.mean_cholesky()
+    assert q_mu.shape == (3, 2) and q_sqrt.shape == (2, 3, 3)
+    assert all(any(v is w for w in model.trainable_variables) for v in model.q.xi)
