@@ -14,6 +14,7 @@ from .parametrisations import (
     Natural,
     Parametrisation,
 )
+from .training import History, train
 from .variational import InvalidGaussianError, VariationalGaussian
 
 __version__ = "0.1.0"
@@ -29,6 +30,8 @@ __all__ = [
     "Expectation",
     "MeanPrecisionCholesky",
     "VariationalGaussian",
+    "train",
+    "History",
     "InvalidGaussianError",
     "gaussian",
     "parametrisations",

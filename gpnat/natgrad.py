@@ -99,7 +99,7 @@ def natural_gradient(
     return jvp_by_reverse_twice(parametrisation.from_natural, theta, dL_deta)
 
 
-class NaturalGradient:
+class NaturalGradient(tf.Module):
     r"""Natural-gradient descent on one or several q(u): ξ ← ξ − γₜ natgrad_ξ.
 
     :param gamma: a positive finite step size, or a schedule (any callable
@@ -126,9 +126,9 @@ class NaturalGradient:
             check_gamma(gamma)
         if isinstance(max_tries, bool) or int(max_tries) != max_tries or max_tries < 1:
             raise ValueError(f"max_tries must be a positive integer, got {max_tries!r}")
+        super().__init__(name=name)
         self.gamma: Schedule = as_schedule(gamma)
         self.max_tries = int(max_tries)
-        self.name = name
         dtype = gpflow.default_float()
         self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name=f"{name}/iterations")
         self.last_gamma = tf.Variable(0.0, dtype=dtype, trainable=False, name=f"{name}/last_gamma")
