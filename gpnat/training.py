@@ -149,9 +149,10 @@ class _ArrayBatches:
         step = tf.cast(step, tf.int64)
         epoch = step // self.batches_per_epoch
         k = step % self.batches_per_epoch
-        perm = tf.random.experimental.stateless_shuffle(
-            tf.range(self.N, dtype=tf.int64), seed=tf.stack([tf.constant(self.seed, tf.int64), epoch])
+        keys = tf.random.stateless_uniform(
+            [self.N], seed=tf.stack([tf.constant(self.seed, tf.int64), epoch]), dtype=tf.float64
         )
+        perm = tf.argsort(keys)  # a random permutation, also under XLA
         idx = perm[k * self.batch_size:(k + 1) * self.batch_size]
         return tf.gather(self.X, idx), tf.gather(self.Y, idx)
 

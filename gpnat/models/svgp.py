@@ -26,10 +26,10 @@ __all__ = ["SVGP"]
 
 def _check_data(X, Y=None) -> None:
     """Finite inputs and targets: a clear error, eagerly or in compiled code."""
-    if tf.executing_eagerly() and isinstance(X, np.ndarray):
-        if not np.all(np.isfinite(X)):
+    if tf.executing_eagerly():
+        if not np.all(np.isfinite(np.asarray(X))):
             raise ValueError("X contains NaN or inf")
-        if Y is not None and isinstance(Y, np.ndarray) and not np.all(np.isfinite(Y)):
+        if Y is not None and not np.all(np.isfinite(np.asarray(Y))):
             raise ValueError("Y contains NaN or inf")
         return
     tf.debugging.assert_all_finite(X, "X contains NaN or inf")
@@ -119,6 +119,15 @@ class SVGP(GPModel, ExternalDataTrainingLossMixin):
                 )
         _check_data(X, Y)
 
+    @staticmethod
+    def _as_default_float(*arrays):
+        """Arrays or tensors in gpflow's default float (float64 unless configured)."""
+        dtype = gpflow.default_float()
+        return tuple(
+            tf.cast(a, dtype) if tf.is_tensor(a) else tf.convert_to_tensor(np.asarray(a, dtype=dtype))
+            for a in arrays
+        )
+
     @check_shapes("return: []")
     def prior_kl(self) -> tf.Tensor:
         """KL[q(u) ‖ p(u)], by gpflow's ``prior_kl`` on the mean/Cholesky view."""
@@ -134,7 +143,7 @@ class SVGP(GPModel, ExternalDataTrainingLossMixin):
     @check_shapes("data[0]: [N, D]", "data[1]: [N, P]", "return: []")
     def elbo(self, data: Tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
         r"""The evidence lower bound for data (X ``[B, D]``, Y ``[B, P]``), scaled by N / B."""
-        X, Y = data
+        X, Y = self._as_default_float(*data)
         self._check_inputs(X, Y)
         q_mu, q_sqrt = self.q.mean_cholesky()
         kl = kullback_leiblers.prior_kl(
@@ -164,6 +173,7 @@ class SVGP(GPModel, ExternalDataTrainingLossMixin):
     @inherit_check_shapes
     def predict_f(self, Xnew, full_cov: bool = False, full_output_cov: bool = False):
         """Mean and (co)variance of q(f*) at Xnew ``[N, D]``, as in gpflow."""
+        (Xnew,) = self._as_default_float(Xnew)
         self._check_inputs(Xnew)
         q_mu, q_sqrt = self.q.mean_cholesky()
         return self._conditional(Xnew, q_mu, q_sqrt, full_cov, full_output_cov)

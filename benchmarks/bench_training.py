@@ -1,0 +1,549 @@
+#!/usr/bin/env python
+"""Time one training iteration of gpnat and of gpflow's own loops on kin8nm.
+
+One run times, for each number of inducing points M (``--sizes``), on the same
+model (SVGP, ARD SquaredExponential kernel, Gaussian likelihood, whitened,
+float64, kin8nm 8192 x 8 standardised, batch size 1000, Z a fixed random subset
+of X):
+
+1. ``gpnat-adam``         gpnat.train, natgrad=None (Adam on everything, q(u) included)
+2. ``gpnat-alternating``  gpnat.train, NaturalGradient(gamma=0.1), default alternating mode
+3. ``gpnat-fused``        gpnat.train, NaturalGradient(gamma=0.1), fused=True
+4. ``gpflow-hybrid``      gpflow.models.SVGP, gpflow NaturalGradient(0.1) on (q_mu, q_sqrt)
+                          then tf_keras Adam(0.01) on the rest, both in ONE tf.function,
+                          minibatch from a shuffled repeated tf.data iterator
+5. ``gpflow-adam``        gpflow.models.SVGP, tf_keras Adam(0.01) on every variable
+
+and, as reference units and to attribute the cost (not training loops):
+
+* ``loss+grad``           one compiled float64 loss-and-gradient evaluation of the
+                          gpnat model (all trainable variables) at a fixed batch of 1000
+* ``gpnat-natstep``       NaturalGradient.apply_gradients alone (compiled, fixed
+                          gradients, tiny gamma so q(u) stays put)
+* ``gpflow-natstep``      gpflow's NaturalGradient._natgrad_apply_gradients alone,
+                          same gradients (compiled, tiny gamma)
+
+Timing: every configuration is warmed up first; then ``repeats`` blocks of
+``iters`` iterations are timed, interleaving the configurations round-robin
+(the order rotates every repeat) so that background load hits all alike; the
+reported number is the median over repeats of the per-iteration time of a block.
+For gpnat.train (which traces a fresh tf.function per call) each repeat is ONE
+call ``train(iterations=warmup + iters)`` and the time is the difference of
+``History.time`` between iterations ``warmup`` and ``warmup + iters``, so the
+tracing iterations are excluded.
+
+Run ``.venv/bin/python benchmarks/bench_training.py --help``. This is a
+benchmark, never a timed test.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import gpflow  # noqa: E402
+from gpflow.keras import tf_keras  # noqa: E402
+
+import gpnat  # noqa: E402
+from gpnat import datasets  # noqa: E402
+
+GAMMA = 0.1
+ADAM_LR = 0.01
+BATCH = 1000
+TRAIN_CONFIGS = ["gpnat-adam", "gpnat-alternating", "gpnat-fused", "gpflow-hybrid", "gpflow-adam"]
+REF_CONFIGS = ["loss+grad", "gpnat-natstep", "gpflow-natstep"]
+
+
+# --------------------------------------------------------------------------- setup
+def load_data():
+    X, Y = datasets.load_uci("kin8nm")
+    X, Y, _, _, _ = datasets.standardise(X, Y)
+    return np.asarray(X, np.float64), np.asarray(Y, np.float64)
+
+
+def inducing_inputs(X, M, seed=0):
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(X.shape[0], size=M, replace=False)
+    return X[np.sort(idx)].copy()
+
+
+def make_kernel(D):
+    return gpflow.kernels.SquaredExponential(lengthscales=np.ones(D))
+
+
+def make_likelihood():
+    return gpflow.likelihoods.Gaussian(variance=1.0)
+
+
+def gpnat_model(X, Z):
+    return gpnat.SVGP(make_kernel(X.shape[1]), make_likelihood(), Z.copy(), num_data=X.shape[0],
+                      parametrisation=gpnat.MeanCholesky())
+
+
+def gpflow_model(X, Z):
+    return gpflow.models.SVGP(make_kernel(X.shape[1]), make_likelihood(), Z.copy(),
+                              num_data=X.shape[0])
+
+
+# ---------------------------------------------------------------------- runners
+class GpnatTrain:
+    """One repeat = one gpnat.train call of warmup + iters iterations on a persistent model."""
+
+    def __init__(self, name, X, Y, Z):
+        self.name = name
+        self.data = (X, Y)
+        self.model = gpnat_model(X, Z)
+        if name == "gpnat-adam":
+            self.kwargs = dict(natgrad=None)
+        elif name == "gpnat-alternating":
+            self.kwargs = dict(natgrad=gpnat.NaturalGradient(gamma=GAMMA))
+        elif name == "gpnat-fused":
+            self.kwargs = dict(natgrad=gpnat.NaturalGradient(gamma=GAMMA), fused=True)
+        else:
+            raise ValueError(name)
+        self.traces = []
+        self.rejections = 0
+        self.last_elbo = float("nan")
+        self.call_seconds = []
+
+    def warm(self, warmup):
+        # a first, separate call: gpflow/gpnat first-use costs (check_shapes etc.)
+        self.block(warmup, 1)
+
+    def block(self, warmup, iters):
+        t0 = time.perf_counter()
+        h = gpnat.train(self.model, self.data, iterations=warmup + iters, adam_lr=ADAM_LR,
+                        batch_size=BATCH, compile=True, progress=False, seed=len(self.traces),
+                        **self.kwargs)
+        self.call_seconds.append(time.perf_counter() - t0)
+        self.traces.append(h.num_traces)
+        self.rejections += h.total_rejections
+        self.last_elbo = h.elbo[-1]
+        return (h.time[warmup + iters - 1] - h.time[warmup - 1]) / iters
+
+
+class StepLoop:
+    """A compiled step traced once; one repeat = iters calls of it."""
+
+    def __init__(self, name, step, args_fn):
+        self.name = name
+        self.step = step
+        self.args_fn = args_fn
+        self.last = float("nan")
+
+    def _run(self, n):
+        out = None
+        for _ in range(n):
+            out = self.step(*self.args_fn())
+            if out is not None:
+                self.last = float(out)  # fetch, like a training loop that logs the loss
+
+    def warm(self, warmup):
+        self._run(warmup)
+
+    def block(self, warmup, iters):
+        t0 = time.perf_counter()
+        self._run(iters)
+        return (time.perf_counter() - t0) / iters
+
+    @property
+    def traces(self):
+        return [self.step.experimental_get_tracing_count()]
+
+
+def gpflow_runner(name, X, Y, Z):
+    m = gpflow_model(X, Z)
+    N = X.shape[0]
+    ds = tf.data.Dataset.from_tensor_slices((X, Y)).repeat().shuffle(N, seed=0).batch(BATCH)
+    it = iter(ds)
+    adam = tf_keras.optimizers.Adam(ADAM_LR)
+    if name == "gpflow-hybrid":
+        gpflow.set_trainable(m.q_mu, False)
+        gpflow.set_trainable(m.q_sqrt, False)
+        natgrad = gpflow.optimizers.NaturalGradient(gamma=GAMMA)
+
+        @tf.function
+        def step(batch):
+            loss = m.training_loss_closure(batch, compile=False)
+            natgrad.minimize(loss, [(m.q_mu, m.q_sqrt)])
+            adam.minimize(loss, m.trainable_variables)
+    elif name == "gpflow-adam":
+        @tf.function
+        def step(batch):
+            loss = m.training_loss_closure(batch, compile=False)
+            adam.minimize(loss, m.trainable_variables)
+    else:
+        raise ValueError(name)
+    runner = StepLoop(name, step, lambda: (next(it),))
+    runner.model = m
+    return runner
+
+
+def loss_grad_runner(X, Y, Z):
+    model = gpnat_model(X, Z)
+    variables = list(model.trainable_variables)
+    batch = (tf.constant(X[:BATCH]), tf.constant(Y[:BATCH]))
+
+    @tf.function
+    def step(bx, by):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(variables)
+            loss = model.training_loss((bx, by))
+        grads = tape.gradient(loss, variables)
+        return loss + 0.0 * tf.add_n([tf.reduce_sum(g) for g in grads])
+
+    return StepLoop("loss+grad", step, lambda: batch), model
+
+
+def natstep_runners(X, Y, Z):
+    """Natural-gradient steps alone, gpnat and gpflow, at the same q(u) and the same gradients."""
+    model = gpnat_model(X, Z)
+    batch = (tf.constant(X[:BATCH]), tf.constant(Y[:BATCH]))
+    # a realistic q(u): a few natural steps first
+    warm_opt = gpnat.NaturalGradient(gamma=GAMMA)
+    for _ in range(3):
+        warm_opt.minimize(lambda: model.training_loss(batch), model.q)
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(model.q.xi)
+        loss = model.training_loss(batch)
+    grads = [tf.identity(g) for g in tape.gradient(loss, model.q.xi)]
+
+    tiny = 1e-9  # same work, q(u) essentially unchanged, so every call does the same thing
+    opt = gpnat.NaturalGradient(gamma=tiny)
+    q = model.q
+
+    @tf.function
+    def gpnat_step(g1, g2):
+        return tf.cast(opt.apply_gradients(q, [g1, g2]), tf.float64)
+
+    q_mu, q_sqrt = (np.array(t) for t in q.mean_cholesky())
+    gq_mu = gpflow.Parameter(q_mu)
+    gq_sqrt = gpflow.Parameter(q_sqrt, transform=gpflow.utilities.triangular())
+    gopt = gpflow.optimizers.NaturalGradient(gamma=tiny)
+    # gradients w.r.t. gpflow's *unconstrained* q_sqrt variable: the triangular
+    # transform maps a vector of the lower triangle; compute them by autodiff
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch([gq_mu.unconstrained_variable, gq_sqrt.unconstrained_variable])
+        gloss = model_loss_at(model, batch, gq_mu, gq_sqrt)
+    gg_mu, gg_sqrt = [tf.identity(g) for g in tape.gradient(
+        gloss, [gq_mu.unconstrained_variable, gq_sqrt.unconstrained_variable])]
+
+    @tf.function
+    def gpflow_step(g1, g2):
+        gopt._natgrad_apply_gradients(g1, g2, gq_mu, gq_sqrt)
+
+    return (StepLoop("gpnat-natstep", gpnat_step, lambda: grads),
+            StepLoop("gpflow-natstep", gpflow_step, lambda: (gg_mu, gg_sqrt)))
+
+
+def model_loss_at(model, batch, q_mu, q_sqrt):
+    """The gpnat model's loss with q(u) replaced by (q_mu, q_sqrt) (for gpflow's gradients)."""
+    from gpflow import kullback_leiblers
+    X, Y = batch
+    q_mu, q_sqrt = tf.convert_to_tensor(q_mu), tf.convert_to_tensor(q_sqrt)
+    kl = kullback_leiblers.prior_kl(model.inducing_variable, model.kernel, q_mu, q_sqrt,
+                                    whiten=True)
+    f_mean, f_var = model._conditional(X, q_mu, q_sqrt, full_cov=False, full_output_cov=False)
+    var_exp = model.likelihood.variational_expectations(X, f_mean, f_var, Y)
+    scale = tf.cast(model.num_data, kl.dtype) / tf.cast(tf.shape(X)[0], kl.dtype)
+    return -(tf.reduce_sum(var_exp) * scale - kl)
+
+
+# ----------------------------------------------------------------------- driver
+def plan_for(M, quick):
+    """(warmup, iters per block, repeats) for the training loops at this M."""
+    if quick:
+        return 2, 3, 2
+    if M <= 200:
+        return 3, 30, 5
+    if M <= 600:
+        return 3, 8, 5
+    return 2, 4, 3
+
+
+def bench_size(M, X, Y, quick, log):
+    warmup, iters, repeats = plan_for(M, quick)
+    Z = inducing_inputs(X, M)
+    log(f"\n=== M = {M}: warmup {warmup}, {iters} iterations per block, {repeats} repeats")
+    runners = {}
+    errors = {}
+    t_setup = time.perf_counter()
+    for name in TRAIN_CONFIGS:
+        try:
+            runners[name] = GpnatTrain(name, X, Y, Z) if name.startswith("gpnat") \
+                else gpflow_runner(name, X, Y, Z)
+        except Exception as e:  # report, keep going
+            errors[name] = f"{type(e).__name__}: {e}"
+            log(traceback.format_exc())
+    ref = {}
+    try:
+        ref["loss+grad"], _ = loss_grad_runner(X, Y, Z)
+        ref["gpnat-natstep"], ref["gpflow-natstep"] = natstep_runners(X, Y, Z)
+    except Exception as e:
+        errors["reference"] = f"{type(e).__name__}: {e}"
+        log(traceback.format_exc())
+    all_runners = {**runners, **ref}
+    # warm up everything (traces the persistent steps once)
+    for name, r in list(all_runners.items()):
+        t0 = time.perf_counter()
+        try:
+            r.warm(warmup)
+        except Exception as e:
+            errors[name] = f"{type(e).__name__}: {e}"
+            log(traceback.format_exc())
+            del all_runners[name]
+            continue
+        log(f"  warm-up {name:18s} {time.perf_counter() - t0:7.2f} s")
+    log(f"  setup + warm-up: {time.perf_counter() - t_setup:.1f} s")
+
+    samples = {name: [] for name in all_runners}
+    names = list(all_runners)
+    ref_iters = max(iters, 5)
+    for rep in range(repeats):
+        order = names[rep % len(names):] + names[:rep % len(names)]
+        for name in order:
+            if name not in all_runners:
+                continue
+            r = all_runners[name]
+            n = ref_iters if name in REF_CONFIGS else iters
+            try:
+                samples[name].append(r.block(warmup, n))
+            except Exception as e:
+                errors[name] = f"{type(e).__name__}: {e}"
+                log(traceback.format_exc())
+                del all_runners[name]
+        log(f"  repeat {rep + 1}/{repeats}: " + ", ".join(
+            f"{n}={samples[n][-1] * 1e3:.1f}" for n in names if samples.get(n)
+            and len(samples[n]) == rep + 1) + " ms")
+
+    result = {"M": M, "warmup": warmup, "iters": iters, "ref_iters": ref_iters,
+              "repeats": repeats, "errors": errors, "configs": {}}
+    for name, s in samples.items():
+        if not s:
+            continue
+        r = all_runners.get(name) or runners.get(name) or ref.get(name)
+        entry = {"median_ms": 1e3 * statistics.median(s), "min_ms": 1e3 * min(s),
+                 "max_ms": 1e3 * max(s), "samples_ms": [1e3 * v for v in s]}
+        if r is not None:
+            entry["num_traces"] = r.traces
+            if isinstance(r, GpnatTrain):
+                entry["rejections"] = r.rejections
+                entry["last_elbo"] = r.last_elbo
+                entry["train_call_s"] = r.call_seconds
+            elif getattr(r, "model", None) is not None:
+                entry["last_elbo"] = float(r.model.elbo((X[:BATCH], Y[:BATCH])))
+        result["configs"][name] = entry
+    return result
+
+
+# ----------------------------------------------------------------------- report
+def cpu_model():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def ratio(res, a, b):
+    ca, cb = res["configs"].get(a), res["configs"].get(b)
+    if not ca or not cb:
+        return None
+    return ca["median_ms"] / cb["median_ms"]
+
+
+TARGETS = [  # (numerator, denominator, target, description)
+    ("gpnat-fused", "gpnat-adam", 1.15, "fused hybrid / gpnat Adam-only"),
+    ("gpnat-fused", "gpflow-hybrid", 0.75, "fused hybrid / gpflow hybrid"),
+    ("gpnat-alternating", "gpflow-hybrid", 0.90, "alternating hybrid / gpflow hybrid"),
+]
+EXTRA_RATIOS = [
+    ("gpnat-alternating", "gpnat-adam", "alternating hybrid / gpnat Adam-only"),
+    ("gpnat-adam", "gpflow-adam", "gpnat Adam-only / gpflow Adam-only"),
+    ("gpflow-hybrid", "gpflow-adam", "gpflow hybrid / gpflow Adam-only"),
+    ("gpnat-adam", "loss+grad", "gpnat Adam-only / loss+grad"),
+    ("gpnat-fused", "loss+grad", "fused hybrid / loss+grad"),
+    ("gpnat-alternating", "loss+grad", "alternating hybrid / loss+grad"),
+    ("gpflow-hybrid", "loss+grad", "gpflow hybrid / loss+grad"),
+    ("gpnat-natstep", "gpflow-natstep", "gpnat natural step / gpflow natural step"),
+]
+
+
+def render(results, meta, target_M=500):
+    L = []
+    L.append("# Training-iteration benchmark: gpnat vs gpflow (kin8nm)")
+    L.append("")
+    L.append(f"Written by `benchmarks/bench_training.py` ({meta['command']}); "
+             "do not edit by hand. Benchmarks are never timed tests.")
+    L.append("")
+    L.append("## Machine")
+    L.append("")
+    for k in ["date", "cpu", "cores", "python", "tensorflow", "gpflow", "gpnat", "tf_threads",
+              "loadavg_start", "loadavg_end", "wall_s"]:
+        L.append(f"- **{k}**: {meta[k]}")
+    L.append("")
+    L.append("## Setup")
+    L.append("")
+    L.append("SVGP, SquaredExponential ARD kernel (lengthscales 1), Gaussian likelihood "
+             "(variance 1), whitened, float64; kin8nm (8192 x 8, standardised), batch 1000; "
+             "Z a fixed random subset of X (seed 0); gamma = 0.1, Adam lr = 0.01; "
+             "gpnat q(u) in MeanCholesky; gpflow natgrad with its default XiNat.")
+    L.append("Per-iteration time = median over repeats of (block time / iterations); "
+             "configurations interleaved round-robin. gpnat rows: one `gpnat.train` call per "
+             "repeat, `History.time` differences after the warm-up iterations (tracing "
+             "excluded). gpflow rows: one `tf.function` traced once, minibatch from "
+             "`iter(Dataset.from_tensor_slices((X, Y)).repeat().shuffle(N).batch(1000))` "
+             "passed as its argument.")
+    L.append("")
+    sizes = [r["M"] for r in results]
+    L.append("## Milliseconds per iteration (median; [min - max] over repeats)")
+    L.append("")
+    L.append("| configuration | " + " | ".join(f"M = {M}" for M in sizes) + " |")
+    L.append("|---|" + "---|" * len(sizes))
+    labels = {
+        "gpnat-adam": "1. gpnat Adam-only",
+        "gpnat-alternating": "2. gpnat alternating hybrid",
+        "gpnat-fused": "3. gpnat fused hybrid",
+        "gpflow-hybrid": "4. gpflow natgrad + Adam",
+        "gpflow-adam": "5. gpflow Adam-only",
+        "loss+grad": "ref: gpnat loss+grad (compiled, B=1000)",
+        "gpnat-natstep": "ref: gpnat natural step alone",
+        "gpflow-natstep": "ref: gpflow natural step alone",
+    }
+    for name in TRAIN_CONFIGS + REF_CONFIGS:
+        cells = []
+        for r in results:
+            c = r["configs"].get(name)
+            cells.append("failed" if c is None else
+                         f"{c['median_ms']:.1f} [{c['min_ms']:.1f} - {c['max_ms']:.1f}]")
+        L.append(f"| {labels[name]} | " + " | ".join(cells) + " |")
+    L.append("")
+    L.append("Blocks: " + "; ".join(
+        f"M = {r['M']}: {r['repeats']} repeats x {r['iters']} iterations "
+        f"(reference rows {r['ref_iters']}), warm-up {r['warmup']}" for r in results) + ".")
+    L.append("")
+    L.append("## Ratios (of medians)")
+    L.append("")
+    L.append("| ratio | " + " | ".join(f"M = {M}" for M in sizes) + " |")
+    L.append("|---|" + "---|" * len(sizes))
+    for a, b, *rest in TARGETS + EXTRA_RATIOS:
+        desc = rest[-1]
+        cells = []
+        for r in results:
+            v = ratio(r, a, b)
+            cells.append("n/a" if v is None else f"{v:.2f}")
+        L.append(f"| {desc} | " + " | ".join(cells) + " |")
+    L.append("")
+    L.append(f"## Targets (at M = {target_M})")
+    L.append("")
+    at = [r for r in results if r["M"] == target_M]
+    if not at:
+        L.append(f"M = {target_M} was not run, so the targets were not checked.")
+    else:
+        for a, b, target, desc in TARGETS:
+            v = ratio(at[0], a, b)
+            if v is None:
+                L.append(f"- {desc}: not measured (a configuration failed).")
+            else:
+                verdict = "MET" if v <= target else "NOT MET"
+                L.append(f"- {desc} = **{v:.2f}** (target <= {target:.2f}): **{verdict}**")
+    L.append("")
+    L.append("## Checks")
+    L.append("")
+    for r in results:
+        for name in TRAIN_CONFIGS + REF_CONFIGS:
+            c = r["configs"].get(name)
+            if c is None:
+                continue
+            bits = [f"traces {c.get('num_traces')}"]
+            if "rejections" in c:
+                bits.append(f"natgrad rejections {c['rejections']}")
+            if "last_elbo" in c:
+                bits.append(f"last minibatch ELBO {c['last_elbo']:.1f}")
+            L.append(f"- M = {r['M']}, {name}: " + ", ".join(bits))
+        for name, err in r["errors"].items():
+            L.append(f"- M = {r['M']}, **{name} FAILED**: `{err}`")
+    L.append("")
+    L.append("`traces` is `num_traces` of each `gpnat.train` call (1 = no retracing), or the "
+             "tracing count of the persistent `tf.function` for the other rows.")
+    L.append("")
+    return "\n".join(L)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", type=str, default=None,
+                   help="comma-separated numbers of inducing points (default 100,500,1000; "
+                        "--quick: 50)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: small M, few iterations; prints, writes no file unless --output")
+    p.add_argument("--output", type=str, default=None,
+                   help="Markdown report (default benchmarks/RESULTS.md; none with --quick)")
+    p.add_argument("--json", type=str, default=None,
+                   help="raw results as JSON (default benchmarks/results.json; none with --quick)")
+    args = p.parse_args(argv)
+    sizes = [int(s) for s in (args.sizes or ("50" if args.quick else "100,500,1000")).split(",")]
+    output = args.output or (None if args.quick else str(HERE / "RESULTS.md"))
+    json_out = args.json or (None if args.quick else str(HERE / "results.json"))
+
+    gpflow.config.set_default_float(np.float64)
+    tf.get_logger().setLevel("ERROR")
+
+    def log(msg):
+        print(msg, flush=True)
+
+    load_start = os.getloadavg()
+    t_start = time.perf_counter()
+    X, Y = load_data()
+    log(f"kin8nm X {X.shape}, Y {Y.shape}; load average at start {load_start}")
+    results = [bench_size(M, X, Y, args.quick, log) for M in sizes]
+    load_end = os.getloadavg()
+    wall = time.perf_counter() - t_start
+    meta = {
+        "command": "`" + " ".join(["benchmarks/bench_training.py"] + (argv if argv is not None
+                                                                       else sys.argv[1:])) + "`",
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "cores": f"{os.cpu_count()} logical (affinity {len(os.sched_getaffinity(0))})",
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "gpflow": gpflow.__version__,
+        "gpnat": gpnat.__version__,
+        "tf_threads": f"intra-op {tf.config.threading.get_intra_op_parallelism_threads()}, "
+                      f"inter-op {tf.config.threading.get_inter_op_parallelism_threads()} "
+                      "(0 = TensorFlow default)",
+        "loadavg_start": " / ".join(f"{v:.2f}" for v in load_start) + " (1 / 5 / 15 min)",
+        "loadavg_end": " / ".join(f"{v:.2f}" for v in load_end) + " (1 / 5 / 15 min)",
+        "wall_s": f"{wall:.0f} s for the whole run",
+    }
+    text = render(results, meta)
+    print("\n" + text)
+    if output:
+        Path(output).write_text(text)
+        log(f"wrote {output}")
+    if json_out:
+        Path(json_out).write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+        log(f"wrote {json_out}")
+    failed = any(r["errors"] for r in results)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

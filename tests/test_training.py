@@ -1,0 +1,279 @@
+"""gpnat.train: modes, compiled iteration, safe steps, checkpoints, progress and History."""
+import os
+
+import gpflow
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import gpnat
+from gpnat import schedules
+from gpnat.natgrad import NaturalGradientError
+from gpnat.training import History, _ArrayBatches
+
+from .conftest import make_kernel, regression_data
+
+N, M = 60, 6
+
+
+def _model(rng, parametrisation="mean_cholesky", noise=0.3, likelihood=None, num_data=N):
+    X, Y = regression_data(rng, N=N)
+    lik = likelihood or gpflow.likelihoods.Gaussian(noise)
+    model = gpnat.SVGP(make_kernel(), lik, X[:M].copy(), parametrisation=parametrisation, num_data=num_data)
+    return model, (X, Y)
+
+
+def _hyper(model):
+    ids = {id(v) for v in model.q.xi}
+    return [v for v in model.trainable_variables if id(v) not in ids]
+
+
+@pytest.mark.parametrize(
+    "kwargs, mode, evaluations",
+    [
+        (dict(), "alternating", 2),
+        (dict(fused=True), "fused", 1),
+        (dict(natgrad=None), "adam", 1),
+        (dict(adam_lr=None), "natgrad", 1),
+    ],
+)
+def test_modes_improve_the_elbo_without_retracing(rng, kwargs, mode, evaluations):
+    model, data = _model(rng)
+    kwargs = dict(kwargs)
+    kwargs.setdefault("natgrad", gpnat.NaturalGradient(schedules.LogLinear(0.01, 0.2, 5)))
+    start = model.elbo(data).numpy()
+    history = gpnat.train(model, data, iterations=25, batch_size=20, progress=False, seed=1, **kwargs)
+    assert history.mode == mode
+    assert history.num_traces == 1
+    assert len(history) == 25 and history.iteration == list(range(1, 26))
+    assert np.all(np.diff(history.time) > 0)
+    assert model.elbo(data).numpy() > start + 10.0
+    # one loss evaluation per iteration (two when alternating), counted eagerly
+    calls = []
+    original = model.training_loss
+    model.training_loss = lambda batch: (calls.append(1), original(batch))[1]
+    try:
+        gpnat.train(model, data, iterations=3, batch_size=20, progress=False, compile=False, **kwargs)
+    finally:
+        del model.training_loss
+    assert len(calls) == 3 * evaluations
+
+
+def test_q_is_kept_out_of_adam_and_hyperparameters_out_of_natgrad(rng):
+    model, data = _model(rng)
+    q_before = [v.numpy().copy() for v in model.q.xi]
+    h_before = [v.numpy().copy() for v in _hyper(model)]
+    gpnat.train(model, data, iterations=10, natgrad=gpnat.NaturalGradient(1e-12), progress=False)
+    for v, b in zip(model.q.xi, q_before):
+        np.testing.assert_allclose(v.numpy(), b, atol=1e-9)  # Adam (lr 0.01) would move q by ~0.1
+    assert any(np.abs(v.numpy() - b).max() > 1e-3 for v, b in zip(_hyper(model), h_before))
+
+    model, data = _model(rng)
+    h_before = [v.numpy().copy() for v in _hyper(model)]
+    gpnat.train(model, data, iterations=5, adam_lr=None, progress=False)
+    for v, b in zip(_hyper(model), h_before):
+        np.testing.assert_array_equal(v.numpy(), b)
+
+
+def test_gaussian_hybrid_reaches_the_sgpr_bound_with_learned_hyperparameters(rng):
+    """Natural parameters, γ = 1, full batch: the ELBO tracks SGPR's at the learned hyperparameters."""
+    model, data = _model(rng, parametrisation="natural", num_data=None)
+    gpnat.train(model, data, iterations=60, natgrad=gpnat.NaturalGradient(1.0), adam_lr=0.05, progress=False)
+    gpnat.NaturalGradient(1.0).minimize(model.training_loss_closure(data), model.q)
+    sgpr = gpflow.models.SGPR(data, model.kernel, model.inducing_variable,
+                              noise_variance=model.likelihood.variance.numpy())
+    np.testing.assert_allclose(model.elbo(data), sgpr.elbo(), rtol=1e-8)
+
+
+def test_minibatches_cover_each_epoch_once_and_are_reproducible():
+    X = np.arange(10.0)[:, None]
+    source = _ArrayBatches(X, X, batch_size=3, seed=7)
+    epoch = np.concatenate([source.batch(tf.constant(t))[0].numpy().ravel() for t in range(3)])
+    assert len(set(epoch)) == 9
+    again = np.concatenate([_ArrayBatches(X, X, 3, 7).batch(tf.constant(t))[0].numpy().ravel() for t in range(3)])
+    np.testing.assert_array_equal(epoch, again)
+    next_epoch = np.concatenate([source.batch(tf.constant(t))[0].numpy().ravel() for t in range(3, 6)])
+    assert not np.array_equal(epoch, next_epoch)
+
+
+def test_tf_data_inputs(rng):
+    model, data = _model(rng)
+    examples = tf.data.Dataset.from_tensor_slices(data)
+    h1 = gpnat.train(model, examples, iterations=8, batch_size=15, progress=False)
+    h2 = gpnat.train(model, examples.batch(15, drop_remainder=True), iterations=8, progress=False)
+    assert h1.num_traces == 1 and h2.num_traces == 1
+    assert h2.elbo[-1] > h1.elbo[0]
+    with pytest.raises(ValueError, match="batch_size"):
+        gpnat.train(model, examples, iterations=1, progress=False)
+
+
+def test_float32(rng):
+    with gpflow.config.as_context(gpflow.config.Config(float=np.float32, jitter=1e-5)):
+        model, data = _model(rng)
+        assert model.q.xi[0].dtype == tf.float32
+        history = gpnat.train(model, data, iterations=20, batch_size=20, progress=False)
+        assert np.isfinite(history.elbo).all()
+        assert history.elbo[-1] > history.elbo[0]
+        assert model.elbo(data).dtype == tf.float32
+
+
+def test_xla_compiled_iteration(rng):
+    model, data = _model(rng)
+    history = gpnat.train(model, data, iterations=10, batch_size=20, jit_compile=True, progress=False)
+    assert history.num_traces == 1
+    assert history.elbo[-1] > history.elbo[0]
+
+
+# ------------------------------------------------------------------ safe steps
+def _overconfident(rng, parametrisation):
+    model, data = _model(rng, parametrisation=parametrisation, noise=0.5)
+    model.q.assign_mean_cholesky(0.1 * rng.normal(size=(M, 1)), 0.1 * np.eye(M)[None])  # S₀ = 10⁻² I
+    return model, data
+
+
+@pytest.mark.parametrize("parametrisation", ["natural", "expectation"])
+def test_safe_steps_rescue_what_plain_steps_break(rng, parametrisation):
+    # without the safeguard (a single proposal, as a plain optimizer takes) the step breaks q(u)
+    model, data = _overconfident(rng, parametrisation)
+    with tf.GradientTape() as tape:
+        loss = model.training_loss(data)
+    direction = gpnat.natural_gradient(model.q.parametrisation, model.q.xi, tape.gradient(loss, model.q.xi))
+    plain = [x - 3.0 * d for x, d in zip(model.q.xi, direction)]
+    assert not np.all(np.isfinite(model.q.parametrisation.to_meanchol(*plain)[1]))
+    q_before = [v.numpy().copy() for v in model.q.xi]
+    h_before = [v.numpy().copy() for v in _hyper(model)]
+    with pytest.raises(NaturalGradientError, match="iteration 1: no valid natural-gradient step"):
+        gpnat.train(model, data, iterations=5, natgrad=gpnat.NaturalGradient(3.0, max_tries=1), progress=False)
+    for v, b in zip(list(model.q.xi) + _hyper(model), q_before + h_before):
+        np.testing.assert_array_equal(v.numpy(), b)  # last valid state, Adam step skipped too
+
+    # with it, the same settings train, and the History shows the rejections and γ used
+    history = gpnat.train(model, data, iterations=10, natgrad=gpnat.NaturalGradient(3.0), progress=False)
+    assert history.rejections[0] >= 1 and history.total_rejections >= 1
+    assert history.gamma[0] == pytest.approx(3.0 / 2 ** history.rejections[0])
+    assert all(g in {3.0 / 2**k for k in range(8)} for g in history.gamma)
+    assert bool(model.q.is_valid())
+    assert np.isfinite(model.elbo(data).numpy())
+    assert history.elbo[-1] > history.elbo[0]
+
+
+def test_student_t_outliers_with_large_gamma_stay_valid(rng):
+    """Gross outliers under a Student-t likelihood: natural-parameter steps with γ = 1 are unsafe."""
+    X, Y = regression_data(rng, N=N)
+    Y[::7] += 40.0
+    model = gpnat.SVGP(make_kernel(), gpflow.likelihoods.StudentT(scale=0.1, df=3.0), X[:M].copy(),
+                       parametrisation="natural", num_data=N)
+    history = gpnat.train(model, (X, Y), iterations=30, natgrad=gpnat.NaturalGradient(1.0),
+                          adam_lr=None, progress=False)
+    assert bool(model.q.is_valid())
+    assert np.isfinite(history.elbo).all()
+    assert np.isfinite(model.elbo((X, Y)).numpy())
+
+
+# ------------------------------------------------------------------ checkpoints
+def _checkpoint_run(tmp_path, iterations, seed=0, **kwargs):
+    rng = np.random.default_rng(5)
+    model, data = _model(rng)
+    natgrad = gpnat.NaturalGradient(schedules.LogLinear(1e-3, 0.3, 15))
+    history = gpnat.train(model, data, iterations=iterations, natgrad=natgrad, batch_size=20,
+                          seed=seed, progress=False, **kwargs)
+    return model, data, natgrad, history
+
+
+def test_resumed_training_equals_uninterrupted(tmp_path):
+    model, data, natgrad, full = _checkpoint_run(tmp_path, 20)
+    _, _, _, first = _checkpoint_run(tmp_path, 10, checkpoint_dir=tmp_path / "ck", checkpoint_every=5)
+    assert (tmp_path / "ck" / "latest").read_text() == "ckpt-000000010"
+    resumed_model, _, resumed_natgrad, resumed = _checkpoint_run(
+        tmp_path, 20, checkpoint_dir=tmp_path / "ck", checkpoint_every=5)
+    assert resumed.iteration == list(range(1, 21))  # the saved history is continued
+    assert resumed_natgrad.iterations.numpy() == natgrad.iterations.numpy() == 20
+    np.testing.assert_allclose(resumed_model.elbo(data), model.elbo(data), rtol=1e-10)
+    np.testing.assert_allclose(resumed.elbo, full.elbo, rtol=1e-10)
+    for a, b in zip(resumed_model.trainable_variables, model.trainable_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12)
+    assert len(list((tmp_path / "ck").glob("ckpt-*"))) <= 2
+
+
+def test_an_interrupted_save_never_corrupts_the_last_good_checkpoint(tmp_path, monkeypatch):
+    _checkpoint_run(tmp_path, 5, checkpoint_dir=tmp_path / "ck", checkpoint_every=5)
+    good = (tmp_path / "ck" / "latest").read_text()
+
+    def crash(self, prefix, *args, **kwargs):
+        open(str(prefix) + ".index", "w").write("half-written")
+        raise KeyboardInterrupt("power cut")
+
+    monkeypatch.setattr(tf.train.Checkpoint, "write", crash)
+    with pytest.raises(KeyboardInterrupt):
+        _checkpoint_run(tmp_path, 10, checkpoint_dir=tmp_path / "ck", checkpoint_every=5)
+    monkeypatch.undo()
+    assert (tmp_path / "ck" / "latest").read_text() == good
+    model, data, _, history = _checkpoint_run(tmp_path, 7, checkpoint_dir=tmp_path / "ck", checkpoint_every=5)
+    assert history.iteration == list(range(1, 8))
+
+
+# ------------------------------------------------------------------ progress, history, errors
+def test_progress_bar_shows_elbo_and_gamma(rng, capsys):
+    model, data = _model(rng)
+    gpnat.train(model, data, iterations=5, progress=True)
+    err = capsys.readouterr().err
+    assert "elbo=" in err and "gamma=" in err and "5/5" in err
+
+
+def test_callbacks_and_history_plot(rng, tmp_path):
+    model, data = _model(rng)
+    seen = []
+    history = gpnat.train(model, data, iterations=6, progress=False,
+                          callbacks=[lambda it, h: seen.append((it, h.elbo[-1]))])
+    assert [s[0] for s in seen] == list(range(1, 7))
+    assert history.elbo[-1] == seen[-1][1]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ax = history.plot()
+    assert len(ax.lines) == 1
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), history.elbo)
+    history.plot(ax=ax, x="time", label="again").figure.savefig(tmp_path / "h.png")
+    assert (tmp_path / "h.png").stat().st_size > 1000
+    history.to_json(tmp_path / "h.json")
+    assert History.from_json(tmp_path / "h.json").elbo == history.elbo
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(iterations=-1), ValueError, "iterations"),
+        (dict(iterations=2, batch_size=0), ValueError, "batch_size"),
+        (dict(iterations=2, adam_lr=-0.1), ValueError, "adam_lr"),
+        (dict(iterations=2, natgrad=None, adam_lr=None), ValueError, "nothing to train"),
+        (dict(iterations=2, natgrad=None, fused=True), ValueError, "fused"),
+        (dict(iterations=2, natgrad=0.1), TypeError, "NaturalGradient"),
+    ],
+)
+def test_bad_arguments(rng, kwargs, error, match):
+    model, data = _model(rng)
+    with pytest.raises(error, match=match):
+        gpnat.train(model, data, progress=False, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "mangle, match",
+    [
+        (lambda X, Y: (np.where(X > 1.5, np.nan, X), Y), "X contains NaN or inf"),
+        (lambda X, Y: (X, Y[:-1]), "same number of rows"),
+        (lambda X, Y: (X, Y.ravel()), r"\[N, P\]"),
+    ],
+)
+def test_bad_data_leaves_the_model_unchanged(rng, mangle, match):
+    model, data = _model(rng)
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    with pytest.raises(ValueError, match=match):
+        gpnat.train(model, mangle(*data), iterations=3, progress=False)
+    for v, b in zip(model.trainable_variables, before):
+        np.testing.assert_array_equal(v.numpy(), b)
+
+
+def test_minibatches_need_num_data(rng):
+    model, data = _model(rng, num_data=None)
+    with pytest.raises(ValueError, match="num_data"):
+        gpnat.train(model, data, iterations=2, batch_size=10, progress=False)
