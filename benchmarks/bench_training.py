@@ -14,14 +14,25 @@ of X):
                           minibatch from a shuffled repeated tf.data iterator
 5. ``gpflow-adam``        gpflow.models.SVGP, tf_keras Adam(0.01) on every variable
 
+extra rows (the same hybrids with q(u) stored in gpnat.Natural coordinates, i.e.
+the algorithm of gpflow's default XiNat):
+
+* ``gpnat-alternating-nat``, ``gpnat-fused-nat``
+
 and, as reference units and to attribute the cost (not training loops):
 
 * ``loss+grad``           one compiled float64 loss-and-gradient evaluation of the
                           gpnat model (all trainable variables) at a fixed batch of 1000
-* ``gpnat-natstep``       NaturalGradient.apply_gradients alone (compiled, fixed
-                          gradients, tiny gamma so q(u) stays put)
-* ``gpflow-natstep``      gpflow's NaturalGradient._natgrad_apply_gradients alone,
-                          same gradients (compiled, tiny gamma)
+* ``gpnat-natstep``       NaturalGradient.apply_gradients alone, MeanCholesky (compiled,
+                          fixed gradients, gamma 1e-9 so q(u) stays put)
+* ``gpnat-natstep-nat``   the same with q(u) in Natural coordinates
+* ``gpflow-natstep``      gpflow's NaturalGradient._natgrad_apply_gradients alone, XiNat
+                          (as in row 4), same q(u) and gradients
+* ``gpflow-natstep-sqrt`` the same with XiSqrtMeanVar (the MeanCholesky coordinates)
+
+The MeanCholesky hybrids are first trained, untimed, with gpnat's default
+warm-up schedule (constant gamma = 0.1 from q(u) = N(0, I) raises
+NaturalGradientError on this problem; see GpnatTrain).
 
 Timing: every configuration is warmed up first; then ``repeats`` blocks of
 ``iters`` iterations are timed, interleaving the configurations round-robin
@@ -64,8 +75,12 @@ from gpnat import datasets  # noqa: E402
 GAMMA = 0.1
 ADAM_LR = 0.01
 BATCH = 1000
-TRAIN_CONFIGS = ["gpnat-adam", "gpnat-alternating", "gpnat-fused", "gpflow-hybrid", "gpflow-adam"]
-REF_CONFIGS = ["loss+grad", "gpnat-natstep", "gpflow-natstep"]
+TRAIN_CONFIGS = ["gpnat-adam", "gpnat-alternating", "gpnat-fused", "gpflow-hybrid", "gpflow-adam",
+                 "gpnat-alternating-nat", "gpnat-fused-nat"]
+REF_CONFIGS = ["loss+grad", "gpnat-natstep", "gpnat-natstep-nat", "gpflow-natstep",
+               "gpflow-natstep-sqrt"]
+# untimed natural-gradient warm-up of the MeanCholesky hybrids (see GpnatTrain)
+PRETRAIN_ITERATIONS = 20
 
 
 # --------------------------------------------------------------------------- setup
@@ -89,9 +104,9 @@ def make_likelihood():
     return gpflow.likelihoods.Gaussian(variance=1.0)
 
 
-def gpnat_model(X, Z):
+def gpnat_model(X, Z, parametrisation=None):
     return gpnat.SVGP(make_kernel(X.shape[1]), make_likelihood(), Z.copy(), num_data=X.shape[0],
-                      parametrisation=gpnat.MeanCholesky())
+                      parametrisation=parametrisation or gpnat.MeanCholesky())
 
 
 def gpflow_model(X, Z):
@@ -101,28 +116,47 @@ def gpflow_model(X, Z):
 
 # ---------------------------------------------------------------------- runners
 class GpnatTrain:
-    """One repeat = one gpnat.train call of warmup + iters iterations on a persistent model."""
+    """One repeat = one gpnat.train call of warmup + iters iterations on a persistent model.
+
+    The MeanCholesky hybrids cannot start at gamma = 0.1 from q(u) = N(0, I): the
+    first steps leave q(u) invalid and train raises NaturalGradientError (gpflow's
+    XiSqrtMeanVar, the same coordinates, goes to NaN likewise). So their models are
+    first trained, untimed, with gpnat's default warm-up schedule
+    LogLinear(1e-3, 0.1, 20) for PRETRAIN_ITERATIONS iterations, in the same mode;
+    the timed calls then use NaturalGradient(gamma=0.1). The cost of an iteration
+    does not depend on the values (dense linear algebra), only on rejections,
+    which are counted.
+    """
 
     def __init__(self, name, X, Y, Z):
         self.name = name
         self.data = (X, Y)
-        self.model = gpnat_model(X, Z)
-        if name == "gpnat-adam":
+        natural = name.endswith("-nat")
+        self.model = gpnat_model(X, Z, gpnat.Natural() if natural else gpnat.MeanCholesky())
+        base = name[:-4] if natural else name
+        if base == "gpnat-adam":
             self.kwargs = dict(natgrad=None)
-        elif name == "gpnat-alternating":
+        elif base == "gpnat-alternating":
             self.kwargs = dict(natgrad=gpnat.NaturalGradient(gamma=GAMMA))
-        elif name == "gpnat-fused":
+        elif base == "gpnat-fused":
             self.kwargs = dict(natgrad=gpnat.NaturalGradient(gamma=GAMMA), fused=True)
         else:
             raise ValueError(name)
+        self.pretrain = base != "gpnat-adam" and not natural
         self.traces = []
         self.rejections = 0
         self.last_elbo = float("nan")
         self.call_seconds = []
 
     def warm(self, warmup):
-        # a first, separate call: gpflow/gpnat first-use costs (check_shapes etc.)
+        if self.pretrain:
+            h = gpnat.train(self.model, self.data, iterations=PRETRAIN_ITERATIONS,
+                            adam_lr=ADAM_LR, batch_size=BATCH, fused=self.kwargs.get("fused", False),
+                            progress=False, seed=12345)  # default natgrad: LogLinear warm-up
+            self.rejections += h.total_rejections
+        # a first, separate call: first-use costs (check_shapes, Adam slots, ...)
         self.block(warmup, 1)
+        self.traces.clear()
 
     def block(self, warmup, iters):
         t0 = time.perf_counter()
@@ -210,44 +244,53 @@ def loss_grad_runner(X, Y, Z):
 
 
 def natstep_runners(X, Y, Z):
-    """Natural-gradient steps alone, gpnat and gpflow, at the same q(u) and the same gradients."""
-    model = gpnat_model(X, Z)
+    """Natural-gradient steps alone (no loss evaluation), gpnat and gpflow, same q(u), same gradients.
+
+    Compiled steps with fixed gradients and a tiny gamma (1e-9): the work is that of
+    a real step while q(u) stays put, so every call does the same thing.
+    """
+    model = gpnat_model(X, Z, gpnat.Natural())
     batch = (tf.constant(X[:BATCH]), tf.constant(Y[:BATCH]))
-    # a realistic q(u): a few natural steps first
-    warm_opt = gpnat.NaturalGradient(gamma=GAMMA)
-    for _ in range(3):
+    warm_opt = gpnat.NaturalGradient(gamma=GAMMA)  # a realistic q(u): a few natural steps
+    for _ in range(5):
         warm_opt.minimize(lambda: model.training_loss(batch), model.q)
-    with tf.GradientTape(watch_accessed_variables=False) as tape:
-        tape.watch(model.q.xi)
-        loss = model.training_loss(batch)
-    grads = [tf.identity(g) for g in tape.gradient(loss, model.q.xi)]
+    q_mu, q_sqrt = (np.array(t) for t in model.q.mean_cholesky())
+    tiny = 1e-9
+    runners = {}
 
-    tiny = 1e-9  # same work, q(u) essentially unchanged, so every call does the same thing
-    opt = gpnat.NaturalGradient(gamma=tiny)
-    q = model.q
+    for name, par in [("gpnat-natstep", gpnat.MeanCholesky()), ("gpnat-natstep-nat", gpnat.Natural())]:
+        q = gpnat.VariationalGaussian(Z.shape[0], 1, parametrisation=par, q_mu=q_mu, q_sqrt=q_sqrt)
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(q.xi)
+            loss = model_loss_at(model, batch, *q.mean_cholesky())
+        grads = [tf.identity(g) for g in tape.gradient(loss, q.xi)]
+        opt = gpnat.NaturalGradient(gamma=tiny)
 
-    @tf.function
-    def gpnat_step(g1, g2):
-        return tf.cast(opt.apply_gradients(q, [g1, g2]), tf.float64)
+        def make(q=q, opt=opt):
+            @tf.function
+            def gpnat_step(g1, g2):
+                return tf.cast(opt.apply_gradients(q, [g1, g2]), tf.float64)
+            return gpnat_step
+        runners[name] = StepLoop(name, make(), lambda grads=grads: grads)
 
-    q_mu, q_sqrt = (np.array(t) for t in q.mean_cholesky())
-    gq_mu = gpflow.Parameter(q_mu)
-    gq_sqrt = gpflow.Parameter(q_sqrt, transform=gpflow.utilities.triangular())
-    gopt = gpflow.optimizers.NaturalGradient(gamma=tiny)
-    # gradients w.r.t. gpflow's *unconstrained* q_sqrt variable: the triangular
-    # transform maps a vector of the lower triangle; compute them by autodiff
-    with tf.GradientTape(watch_accessed_variables=False) as tape:
-        tape.watch([gq_mu.unconstrained_variable, gq_sqrt.unconstrained_variable])
-        gloss = model_loss_at(model, batch, gq_mu, gq_sqrt)
-    gg_mu, gg_sqrt = [tf.identity(g) for g in tape.gradient(
-        gloss, [gq_mu.unconstrained_variable, gq_sqrt.unconstrained_variable])]
+    from gpflow.optimizers.natgrad import XiNat, XiSqrtMeanVar
+    for name, xi in [("gpflow-natstep", XiNat()), ("gpflow-natstep-sqrt", XiSqrtMeanVar())]:
+        gq_mu = gpflow.Parameter(q_mu)
+        gq_sqrt = gpflow.Parameter(q_sqrt, transform=gpflow.utilities.triangular())
+        gopt = gpflow.optimizers.NaturalGradient(gamma=tiny, xi_transform=xi)
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch([gq_mu.unconstrained_variable, gq_sqrt.unconstrained_variable])
+            gloss = model_loss_at(model, batch, gq_mu, gq_sqrt)
+        ggrads = [tf.identity(g) for g in tape.gradient(
+            gloss, [gq_mu.unconstrained_variable, gq_sqrt.unconstrained_variable])]
 
-    @tf.function
-    def gpflow_step(g1, g2):
-        gopt._natgrad_apply_gradients(g1, g2, gq_mu, gq_sqrt)
-
-    return (StepLoop("gpnat-natstep", gpnat_step, lambda: grads),
-            StepLoop("gpflow-natstep", gpflow_step, lambda: (gg_mu, gg_sqrt)))
+        def make(gopt=gopt, gq_mu=gq_mu, gq_sqrt=gq_sqrt):
+            @tf.function
+            def gpflow_step(g1, g2):
+                gopt._natgrad_apply_gradients(g1, g2, gq_mu, gq_sqrt)
+            return gpflow_step
+        runners[name] = StepLoop(name, make(), lambda ggrads=ggrads: ggrads)
+    return runners
 
 
 def model_loss_at(model, batch, q_mu, q_sqrt):
@@ -269,13 +312,13 @@ def plan_for(M, quick):
     if quick:
         return 2, 3, 2
     if M <= 200:
-        return 3, 30, 5
+        return 3, 25, 5
     if M <= 600:
-        return 3, 8, 5
-    return 2, 4, 3
+        return 3, 6, 7
+    return 2, 3, 4
 
 
-def bench_size(M, X, Y, quick, log):
+def bench_size(M, X, Y, quick, log, selected=None):
     warmup, iters, repeats = plan_for(M, quick)
     Z = inducing_inputs(X, M)
     log(f"\n=== M = {M}: warmup {warmup}, {iters} iterations per block, {repeats} repeats")
@@ -283,6 +326,8 @@ def bench_size(M, X, Y, quick, log):
     errors = {}
     t_setup = time.perf_counter()
     for name in TRAIN_CONFIGS:
+        if selected and name not in selected:
+            continue
         try:
             runners[name] = GpnatTrain(name, X, Y, Z) if name.startswith("gpnat") \
                 else gpflow_runner(name, X, Y, Z)
@@ -292,7 +337,8 @@ def bench_size(M, X, Y, quick, log):
     ref = {}
     try:
         ref["loss+grad"], _ = loss_grad_runner(X, Y, Z)
-        ref["gpnat-natstep"], ref["gpflow-natstep"] = natstep_runners(X, Y, Z)
+        ref.update(natstep_runners(X, Y, Z))
+        ref = {k: v for k, v in ref.items() if not selected or k in selected}
     except Exception as e:
         errors["reference"] = f"{type(e).__name__}: {e}"
         log(traceback.format_exc())
@@ -381,7 +427,13 @@ EXTRA_RATIOS = [
     ("gpnat-fused", "loss+grad", "fused hybrid / loss+grad"),
     ("gpnat-alternating", "loss+grad", "alternating hybrid / loss+grad"),
     ("gpflow-hybrid", "loss+grad", "gpflow hybrid / loss+grad"),
-    ("gpnat-natstep", "gpflow-natstep", "gpnat natural step / gpflow natural step"),
+    ("gpnat-fused-nat", "gpflow-hybrid", "fused hybrid (Natural) / gpflow hybrid"),
+    ("gpnat-alternating-nat", "gpflow-hybrid", "alternating hybrid (Natural) / gpflow hybrid"),
+    ("gpnat-fused-nat", "gpnat-adam", "fused hybrid (Natural) / gpnat Adam-only"),
+    ("gpnat-natstep", "gpflow-natstep", "gpnat step (MeanCholesky) / gpflow step (XiNat)"),
+    ("gpnat-natstep", "gpflow-natstep-sqrt",
+     "gpnat step (MeanCholesky) / gpflow step (XiSqrtMeanVar)"),
+    ("gpnat-natstep-nat", "gpflow-natstep", "gpnat step (Natural) / gpflow step (XiNat)"),
 ]
 
 
@@ -403,7 +455,18 @@ def render(results, meta, target_M=500):
     L.append("SVGP, SquaredExponential ARD kernel (lengthscales 1), Gaussian likelihood "
              "(variance 1), whitened, float64; kin8nm (8192 x 8, standardised), batch 1000; "
              "Z a fixed random subset of X (seed 0); gamma = 0.1, Adam lr = 0.01; "
-             "gpnat q(u) in MeanCholesky; gpflow natgrad with its default XiNat.")
+             "gpnat q(u) in MeanCholesky (rows 2, 3; the `extra` rows store it in Natural "
+             "coordinates, the algorithm of gpflow's default XiNat); gpflow natgrad with its "
+             "default XiNat.")
+    L.append("")
+    L.append(f"The MeanCholesky hybrids (rows 2, 3) cannot start at gamma = 0.1 from "
+             "q(u) = N(0, I): the first natural steps leave q(u) invalid and `gpnat.train` "
+             "raises NaturalGradientError (gpflow's XiSqrtMeanVar, the same coordinates, goes "
+             "to NaN). Their models are therefore trained first, untimed, for "
+             f"{PRETRAIN_ITERATIONS} iterations with gpnat's default warm-up "
+             "`LogLinear(1e-3, 0.1, 20)`; the timed calls use `NaturalGradient(gamma=0.1)`. "
+             "An iteration's cost does not depend on the values (dense linear algebra) except "
+             "through rejected proposals, which are counted below.")
     L.append("Per-iteration time = median over repeats of (block time / iterations); "
              "configurations interleaved round-robin. gpnat rows: one `gpnat.train` call per "
              "repeat, `History.time` differences after the warm-up iterations (tracing "
@@ -423,8 +486,12 @@ def render(results, meta, target_M=500):
         "gpflow-hybrid": "4. gpflow natgrad + Adam",
         "gpflow-adam": "5. gpflow Adam-only",
         "loss+grad": "ref: gpnat loss+grad (compiled, B=1000)",
-        "gpnat-natstep": "ref: gpnat natural step alone",
-        "gpflow-natstep": "ref: gpflow natural step alone",
+        "gpnat-alternating-nat": "extra: gpnat alternating hybrid, Natural param.",
+        "gpnat-fused-nat": "extra: gpnat fused hybrid, Natural param.",
+        "gpnat-natstep": "ref: gpnat natural step alone (MeanCholesky)",
+        "gpnat-natstep-nat": "ref: gpnat natural step alone (Natural)",
+        "gpflow-natstep": "ref: gpflow natural step alone (XiNat, as row 4)",
+        "gpflow-natstep-sqrt": "ref: gpflow natural step alone (XiSqrtMeanVar)",
     }
     for name in TRAIN_CONFIGS + REF_CONFIGS:
         cells = []
@@ -472,7 +539,7 @@ def render(results, meta, target_M=500):
             if c is None:
                 continue
             bits = [f"traces {c.get('num_traces')}"]
-            if "rejections" in c:
+            if "rejections" in c and name != "gpnat-adam":
                 bits.append(f"natgrad rejections {c['rejections']}")
             if "last_elbo" in c:
                 bits.append(f"last minibatch ELBO {c['last_elbo']:.1f}")
@@ -498,7 +565,12 @@ def main(argv=None):
                    help="Markdown report (default benchmarks/RESULTS.md; none with --quick)")
     p.add_argument("--json", type=str, default=None,
                    help="raw results as JSON (default benchmarks/results.json; none with --quick)")
+    p.add_argument("--configs", type=str, default=None,
+                   help="comma-separated subset of: " + ", ".join(TRAIN_CONFIGS + REF_CONFIGS))
     args = p.parse_args(argv)
+    selected = set(args.configs.split(",")) if args.configs else None
+    if selected and not selected <= set(TRAIN_CONFIGS + REF_CONFIGS):
+        p.error(f"unknown configurations: {sorted(selected - set(TRAIN_CONFIGS + REF_CONFIGS))}")
     sizes = [int(s) for s in (args.sizes or ("50" if args.quick else "100,500,1000")).split(",")]
     output = args.output or (None if args.quick else str(HERE / "RESULTS.md"))
     json_out = args.json or (None if args.quick else str(HERE / "results.json"))
@@ -513,7 +585,7 @@ def main(argv=None):
     t_start = time.perf_counter()
     X, Y = load_data()
     log(f"kin8nm X {X.shape}, Y {Y.shape}; load average at start {load_start}")
-    results = [bench_size(M, X, Y, args.quick, log) for M in sizes]
+    results = [bench_size(M, X, Y, args.quick, log, selected) for M in sizes]
     load_end = os.getloadavg()
     wall = time.perf_counter() - t_start
     meta = {
