@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.gpnat-installed
+# quieten TensorFlow's start-up logging
+export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: demo test install clean
 

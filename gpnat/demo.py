@@ -104,7 +104,7 @@ def _plot(path: Path, natgrad_trace, adam_trace, optimum) -> None:
     plt.close(fig)
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("demo-output"))
     parser.add_argument("--adam-steps", type=int, default=1000)
@@ -115,11 +115,12 @@ def main(argv=None) -> None:
     print(f"  ELBO at the start (q(u) = prior)      : {r['start']:12.6f}")
     print(f"  ELBO after 1 natural-gradient step    : {r['natgrad_one_step']:12.6f}")
     print(f"  SGPR optimum (collapsed bound)        : {r['optimum']:12.6f}")
-    print(f"  ELBO after {r['adam_steps']} Adam steps on q(u) : {r['adam']:12.6f}"
+    print(f"  {'ELBO after %d Adam steps on q(u)' % r['adam_steps']:<38}: {r['adam']:12.6f}"
           f"   ({r['adam_seconds']:.1f} s)")
     print(f"  gap to optimum: natural gradient {r['optimum'] - r['natgrad_one_step']:.2e} nats, "
           f"Adam {r['optimum'] - r['adam']:.2e} nats")
     print(f"  plot of the ELBO traces: {r['plot']}")
+    return r
 
 
 if __name__ == "__main__":
