@@ -105,7 +105,7 @@ class NaturalGradient(tf.Module):
     :param gamma: a positive finite step size, or a schedule (any callable
         step t -> γ, see :mod:`gpnat.schedules`), evaluated at t = 1, 2, ...
     :param max_tries: a proposed step that would leave q(u) invalid is retried
-        with γ halved, up to this many proposals in all; if none is valid the
+        with γ halved, up to this many proposals in all (default 16, down to γ/2¹⁵); if none is valid the
         step is rejected (q(u) is unchanged) and :class:`NaturalGradientError`
         is raised.
 
@@ -121,7 +121,7 @@ class NaturalGradient(tf.Module):
         opt.minimize(loss_fn, model.q)
     """
 
-    def __init__(self, gamma=1.0, *, max_tries: int = 8, name: str = "natural_gradient"):
+    def __init__(self, gamma=1.0, *, max_tries: int = 16, name: str = "natural_gradient"):
         if not callable(gamma):
             check_gamma(gamma)
         if isinstance(max_tries, bool) or int(max_tries) != max_tries or max_tries < 1:
@@ -201,6 +201,19 @@ class NaturalGradient(tf.Module):
         self.last_accepted.assign(accepted)
         return accepted
 
+    def rejection_reason(self) -> str:
+        """Why a step was rejected, and what to try instead (used in error messages)."""
+        tries = (
+            "the proposal" if self.max_tries == 1
+            else f"all {self.max_tries} proposals (gamma halved each time)"
+        )
+        return (
+            f"{tries} left q(u) invalid (non-finite, or covariance not positive definite); q(u) "
+            "keeps its last valid state. Try a smaller gamma, a warm-up schedule "
+            "(gpnat.schedules.LogLinear or IncreasingRate), a larger max_tries, or the "
+            "MeanCholesky parametrisation."
+        )
+
     # ---------------------------------------------------------------- helpers
     def _check_gamma_value(self, gamma: tf.Tensor) -> None:
         message = "the natural-gradient step size gamma must be a positive finite number"
@@ -212,11 +225,7 @@ class NaturalGradient(tf.Module):
             tf.debugging.assert_positive(gamma, message)
 
     def _raise_if_rejected(self, accepted: tf.Tensor) -> None:
-        message = (
-            f"no valid natural-gradient step: {self.max_tries} proposals with gamma halved each time "
-            "all left q(u) invalid (non-finite or covariance not positive definite); q(u) keeps "
-            "its last valid state"
-        )
+        message = f"no valid natural-gradient step: {self.rejection_reason()}"
         if tf.executing_eagerly():
             if not bool(accepted.numpy()):
                 raise NaturalGradientError(message)

@@ -35,7 +35,20 @@ from .variational import VariationalGaussian
 
 __all__ = ["train", "History", "variational_distributions"]
 
-_DEFAULT = "default"
+
+
+class _DefaultNaturalGradient:
+    """Sentinel for train's default optimizer: a fresh NaturalGradient with a short warm-up."""
+
+    def __repr__(self) -> str:
+        return "NaturalGradient(gamma=LogLinear(1e-3, 0.1, 20))"
+
+    @staticmethod
+    def make() -> "NaturalGradient":
+        return NaturalGradient(gamma=LogLinear(1e-3, 1e-1, 20))
+
+
+_DEFAULT = _DefaultNaturalGradient()
 
 
 @dataclass
@@ -47,7 +60,8 @@ class History:
     −loss, before the iteration's updates), ``gamma`` (γ used by the natural
     step; 0 when rejected; NaN without natural gradients), ``rejections``
     (proposals rejected), ``time`` (wall-clock seconds since the start of
-    training). ``mode`` names the training mode and ``num_traces`` counts how
+    training, at the end of the iteration; the first iteration includes
+    tracing and compiling the step, which ``compile_time`` reports). ``mode`` names the training mode and ``num_traces`` counts how
     often the compiled iteration was traced (1 means no retracing).
     """
 
@@ -58,6 +72,7 @@ class History:
     time: List[float] = field(default_factory=list)
     mode: str = ""
     num_traces: int = 0
+    compile_time: float = 0.0
 
     @property
     def total_rejections(self) -> int:
@@ -207,7 +222,7 @@ def train(
     data,
     *,
     iterations: int,
-    natgrad: Optional[NaturalGradient] = _DEFAULT,
+    natgrad: Optional[NaturalGradient] = _DEFAULT,  # type: ignore[assignment]
     adam_lr: Optional[float] = 0.01,
     batch_size: Optional[int] = None,
     fused: bool = False,
@@ -257,8 +272,8 @@ def train(
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
-    if isinstance(natgrad, str) and natgrad == _DEFAULT:
-        natgrad = NaturalGradient(gamma=LogLinear(1e-3, 1e-1, 20))
+    if natgrad is _DEFAULT:
+        natgrad = _DEFAULT.make()
     if natgrad is not None and not isinstance(natgrad, NaturalGradient):
         raise TypeError(f"natgrad must be a gpnat.NaturalGradient or None, got {natgrad!r}")
     if adam_lr is not None and not (isinstance(adam_lr, (int, float)) and math.isfinite(adam_lr) and adam_lr > 0):
@@ -392,12 +407,12 @@ def train(
             history.gamma.append(float(gamma))
             history.rejections.append(int(rejections))
             history.time.append(time_offset + time.perf_counter() - t0)
+            if it == start_step + 1 and compile:
+                history.compile_time = history.time[-1] - time_offset
             if not bool(accepted):
                 raise NaturalGradientError(
-                    f"iteration {it}: no valid natural-gradient step ({natgrad.max_tries} proposals, "
-                    "gamma halved each time, all left q(u) invalid); the model keeps its last valid "
-                    "state. Try a smaller gamma, a warm-up schedule (gpnat.schedules.IncreasingRate "
-                    "or LogLinear) or the MeanCholesky parametrisation."
+                    f"iteration {it}: no valid natural-gradient step: {natgrad.rejection_reason()} "
+                    "The Adam step of this iteration was skipped too."
                 )
             if bar is not None:
                 bar.update(1)
