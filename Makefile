@@ -1,13 +1,14 @@
-# The two commands of the README: `make demo` and `make test`.
+# The two commands of the README: `make demo` and `make test`; `make docs` builds the documentation.
 # Both create .venv with python3 if it is missing and install gpnat into it.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.gpnat-installed
+DOCS_STAMP := $(VENV)/.gpnat-docs-installed
 # quieten TensorFlow's start-up logging
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test install clean
+.PHONY: demo test docs install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,5 +26,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+$(DOCS_STAMP): setup.py | $(PY)
+	$(PY) -m pip install --quiet -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+# warnings are errors; notebooks are linked, never executed
+docs: $(DOCS_STAMP)
+	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
+
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache
+	rm -rf $(VENV) demo-output .pytest_cache docs/_build

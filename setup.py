@@ -22,6 +22,15 @@ setup(
         "tqdm>=4.70",
     ],
     extras_require={
-        "test": ["pytest>=9.0", "hypothesis>=6.150"],
+        "test": [
+            "pytest>=9.0",
+            "hypothesis>=6.150",
+            # tests/test_notebooks.py executes the notebooks
+            "nbclient>=0.11",
+            "nbformat>=5.11",
+            "ipykernel>=7.4",
+        ],
+        "docs": ["sphinx>=9.0", "myst-parser>=5.2"],
     },
+    entry_points={"console_scripts": ["gpnat=gpnat.experiments.cli:main"]},
 )

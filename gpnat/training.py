@@ -60,8 +60,9 @@ class History:
     −loss, before the iteration's updates), ``gamma`` (γ used by the natural
     step; 0 when rejected; NaN without natural gradients), ``rejections``
     (proposals rejected), ``time`` (wall-clock seconds since the start of
-    training, at the end of the iteration; the first iteration includes
-    tracing and compiling the step, which ``compile_time`` reports). ``mode`` names the training mode and ``num_traces`` counts how
+    training at the end of the iteration, excluding callbacks and checkpoint
+    writing; the first iteration includes tracing and compiling the step,
+    which ``compile_time`` reports). ``mode`` names the training mode and ``num_traces`` counts how
     often the compiled iteration was traced (1 means no retracing).
     """
 
@@ -263,7 +264,9 @@ def train(
     :return: a :class:`History`.
     :raises NaturalGradientError: when no valid natural-gradient step can be made
         (the model keeps its last valid state; the Adam step of that iteration
-        is skipped).
+        is skipped). The History so far is attached as ``error.history``.
+    :raises FloatingPointError: in Adam-only training, when an Adam step leaves
+        q(u) invalid (q(u) is restored; ``error.history`` as above).
     """
     if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 0:
         raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}")
@@ -326,13 +329,17 @@ def train(
 
     def iteration(batch_X, batch_Y):
         batch = (batch_X, batch_Y)
-        if natgrad is None:  # Adam only
+        if natgrad is None:  # Adam only; q(u) is restored if Adam leaves it invalid
+            before = [tf.identity(v) for v in q_vars]
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(adam_vars)
                 loss = model.training_loss(batch)
             adam_update(tape.gradient(loss, adam_vars))
+            valid = tf.reduce_all(tf.stack([tf.constant(True)] + [q.is_valid() for q in qs]))
+            for v, old in zip(q_vars, before):
+                v.assign(tf.where(valid, v, old))
             step_counter.assign_add(1)
-            return loss, tf.constant(True), nan, zero_int
+            return loss, valid, nan, zero_int
         watched = q_vars + (adam_vars if (fused and adam is not None) else [])
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(watched)
@@ -399,6 +406,7 @@ def train(
 
         bar = tqdm(total=iterations, initial=start_step, desc=f"gpnat {history.mode}", leave=True)
     t0 = time.perf_counter()
+    outside = 0.0  # seconds spent in callbacks and checkpoints, not counted as training time
     try:
         for it in range(start_step + 1, iterations + 1):
             loss, accepted, gamma, rejections = run_iteration()
@@ -406,24 +414,36 @@ def train(
             history.elbo.append(-float(loss))
             history.gamma.append(float(gamma))
             history.rejections.append(int(rejections))
-            history.time.append(time_offset + time.perf_counter() - t0)
+            history.time.append(time_offset + time.perf_counter() - t0 - outside)
             if it == start_step + 1 and compile:
                 history.compile_time = history.time[-1] - time_offset
             if not bool(accepted):
-                raise NaturalGradientError(
-                    f"iteration {it}: no valid natural-gradient step: {natgrad.rejection_reason()} "
-                    "The Adam step of this iteration was skipped too."
-                )
+                if natgrad is None:
+                    error = FloatingPointError(
+                        f"iteration {it}: the Adam step left q(u) invalid (non-finite, or "
+                        f"covariance not positive definite) in {[q.parametrisation for q in qs]}; "
+                        "q(u) was restored to its last valid state. Use a smaller adam_lr, the "
+                        "MeanCholesky parametrisation, or natural gradients for q(u)."
+                    )
+                else:
+                    error = NaturalGradientError(
+                        f"iteration {it}: no valid natural-gradient step: "
+                        f"{natgrad.rejection_reason()} The Adam step of this iteration was skipped too."
+                    )
+                error.history = history
+                raise error
             if bar is not None:
                 bar.update(1)
                 postfix = {"elbo": f"{history.elbo[-1]:.4g}"}
                 if natgrad is not None:
                     postfix["gamma"] = f"{history.gamma[-1]:.3g}"
                 bar.set_postfix(postfix, refresh=False)
+            t_outside = time.perf_counter()
             for callback in callbacks:
                 callback(it, history)
             if checkpoint is not None and (it % checkpoint_every == 0 or it == iterations):
                 _write_checkpoint(checkpoint, checkpoint_dir, it, history)
+            outside += time.perf_counter() - t_outside
     finally:
         if bar is not None:
             bar.close()

@@ -277,3 +277,25 @@ def test_minibatches_need_num_data(rng):
     model, data = _model(rng, num_data=None)
     with pytest.raises(ValueError, match="num_data"):
         gpnat.train(model, data, iterations=2, batch_size=10, progress=False)
+
+
+def test_adam_only_never_leaves_q_invalid(rng):
+    """Adam on natural parameters with a large learning rate breaks q(u): the step is undone and reported."""
+    model, data = _model(rng, parametrisation="natural", noise=0.01)
+    with pytest.raises(FloatingPointError, match="Adam step left q\\(u\\) invalid") as info:
+        gpnat.train(model, data, iterations=200, natgrad=None, adam_lr=0.5, progress=False)
+    assert bool(model.q.is_valid())
+    assert np.isfinite(model.elbo(data).numpy())
+    assert len(info.value.history) >= 1
+
+
+def test_history_is_attached_to_the_error_and_callback_time_is_not_training_time(rng):
+    model, data = _overconfident(rng, "natural")
+    with pytest.raises(NaturalGradientError) as info:
+        gpnat.train(model, data, iterations=3, natgrad=gpnat.NaturalGradient(3.0, max_tries=1), progress=False)
+    assert info.value.history.rejections == [1]
+    import time as _time
+
+    model, data = _model(rng)
+    history = gpnat.train(model, data, iterations=4, progress=False, callbacks=[lambda it, h: _time.sleep(0.3)])
+    assert history.time[-1] - history.time[0] < 0.5
