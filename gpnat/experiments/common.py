@@ -306,28 +306,24 @@ def train_with_trace(
     """
     data = (problem.X_train, problem.Y_train)
     trace: List[dict] = []
-    eval_seconds = [0.0]
     holder: Dict[str, gpnat.History] = {}
 
     def checkpoint(it: int, train_s: float):
-        t = time.perf_counter()
         row = {"iteration": it, "time": train_s, "elbo": full_elbo(model, problem)}
         if evaluate:
             row.update(test_metrics(model, problem))
         trace.append(row)
-        eval_seconds[0] += time.perf_counter() - t
 
     def callback(it, history):
         holder["h"] = history
-        train_s = history.time[-1] - eval_seconds[0]
+        train_s = history.time[-1]  # History.time excludes the time spent in callbacks
         holder["train_s"] = train_s
         if stop_when is not None and stop_when(it, history):
             raise _Stop()
         if it % eval_every == 0 or it == iterations:
             checkpoint(it, train_s)
 
-    checkpoint(0, 0.0)
-    eval_seconds[0] = 0.0  # the initial evaluation happens before training's clock starts
+    checkpoint(0, 0.0)  # before training's clock starts
     natgrad = make_natgrad(method)
     diverged, error = False, ""
     try:
@@ -337,8 +333,11 @@ def train_with_trace(
         )
     except _Stop:
         pass
-    except gpnat.NaturalGradientError as err:
+    except (gpnat.NaturalGradientError, FloatingPointError) as err:
         diverged, error = True, str(err).split(";")[0]
+        holder["h"] = err.history  # includes the failing iteration and its rejections
+        if len(err.history):
+            holder["train_s"] = err.history.time[-1]
     except tf.errors.InvalidArgumentError as err:  # e.g. a Cholesky failure inside gpflow
         diverged, error = True, f"InvalidArgumentError: {err.message.splitlines()[0][:200]}"
     history = holder.get("h", gpnat.History())
@@ -348,7 +347,6 @@ def train_with_trace(
         except Exception:  # noqa: BLE001 - an invalid state cannot be evaluated
             pass
     times = list(history.time)
-    # the callback's evaluation time is inside history.time: rebuild pure training times
     per_it = _per_iteration_seconds(times)
     compile_s = float(times[0] - per_it) if times else float("nan")
     # shift every checkpoint by the one-off tracing cost
@@ -369,9 +367,6 @@ def train_with_trace(
     if diverged:
         found = re.search(r"iteration (\d+)", error)
         diverged_at = int(found.group(1)) if found else len(history)
-        if natgrad is not None and found and len(history) < diverged_at:
-            # train() raised before any callback saw the failing iteration: all its proposals were rejected
-            total_rejections += natgrad.max_tries
     gammas = [g for g in history.gamma if not math.isnan(g)]
     return {
         "iterations_run": len(history),
