@@ -16,6 +16,11 @@ Fisher matrix or an inverse of either:
    When ξ = θ (:class:`~gpnat.parametrisations.Natural`) this product is the
    identity and is skipped.
 
+A parametrisation may also supply the same quantity in closed form
+(:meth:`~gpnat.parametrisations.Parametrisation.natural_gradient`); the
+optimizer uses it when present (``closed_form=True``), and the test battery
+checks it against the automatic route above.
+
 The step ξ ← ξ − γ natgrad_ξ minimises the loss L (the negative ELBO). A
 proposed step is checked before it is applied: if the new ξ is not a valid
 Gaussian (not finite, covariance not positive definite), γ is halved, up to
@@ -75,16 +80,24 @@ def natural_gradient(
     parametrisation: Parametrisation,
     xi: Sequence[tf.Tensor],
     grads: Sequence[tf.Tensor],
+    closed_form: bool = True,
 ) -> List[tf.Tensor]:
     r"""natgrad_ξ = (∂ξ/∂θ)(∂L/∂η) from the ordinary gradient ∇_ξ L.
 
     :param parametrisation: the coordinates ξ are stored in.
     :param xi: current (ξ₁ [M, L], ξ₂ [L, M, M]).
     :param grads: ∇_ξ L, same shapes (``None`` counts as zero).
+    :param closed_form: use the parametrisation's closed form when it has one
+        (:meth:`~gpnat.parametrisations.Parametrisation.natural_gradient`);
+        ``False`` always takes the automatic route below.
     :return: natgrad_ξ, same shapes as ``xi``.
     """
     xi = [tf.convert_to_tensor(x) for x in xi]
     grads = _zeros_for_none(grads, xi)
+    if closed_form:
+        known = parametrisation.natural_gradient(*xi, *grads)
+        if known is not None:
+            return list(known)
     eta = list(parametrisation.to_expectation(*xi))
     with tf.GradientTape() as tape:
         tape.watch(eta)
@@ -108,6 +121,10 @@ class NaturalGradient(tf.Module):
         with γ halved, up to this many proposals in all (default 16, down to γ/2¹⁵); if none is valid the
         step is rejected (q(u) is unchanged) and :class:`NaturalGradientError`
         is raised.
+    :param closed_form: use a parametrisation's closed-form natural gradient
+        where it has one (MeanCholesky, Natural, Expectation: matrix products
+        instead of differentiating conversions); ``False`` always takes the
+        automatic reverse-mode route, which gives the same result.
 
     State (``tf.Variable`` s, so it can be checkpointed): ``iterations`` (the
     step counter t of the schedule), and, for the last step, ``last_gamma``
@@ -121,7 +138,9 @@ class NaturalGradient(tf.Module):
         opt.minimize(loss_fn, model.q)
     """
 
-    def __init__(self, gamma=1.0, *, max_tries: int = 16, name: str = "natural_gradient"):
+    def __init__(
+        self, gamma=1.0, *, max_tries: int = 16, closed_form: bool = True, name: str = "natural_gradient"
+    ):
         if not callable(gamma):
             check_gamma(gamma)
         if isinstance(max_tries, bool) or int(max_tries) != max_tries or max_tries < 1:
@@ -129,6 +148,7 @@ class NaturalGradient(tf.Module):
         super().__init__(name=name)
         self.gamma: Schedule = as_schedule(gamma)
         self.max_tries = int(max_tries)
+        self.closed_form = bool(closed_form)
         dtype = gpflow.default_float()
         self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name=f"{name}/iterations")
         self.last_gamma = tf.Variable(0.0, dtype=dtype, trainable=False, name=f"{name}/last_gamma")
@@ -140,7 +160,10 @@ class NaturalGradient(tf.Module):
         )
 
     def __repr__(self) -> str:
-        return f"NaturalGradient(gamma={self.gamma!r}, max_tries={self.max_tries})"
+        return (
+            f"NaturalGradient(gamma={self.gamma!r}, max_tries={self.max_tries}, "
+            f"closed_form={self.closed_form})"
+        )
 
     # ----------------------------------------------------------------- public
     def minimize(self, loss_fn: Callable[[], tf.Tensor], q) -> tf.Tensor:
@@ -176,7 +199,9 @@ class NaturalGradient(tf.Module):
         directions = []
         offset = 0
         for qi, xi in zip(qs, xis):
-            directions.append(natural_gradient(qi.parametrisation, xi, grads[offset:offset + 2]))
+            directions.append(
+                natural_gradient(qi.parametrisation, xi, grads[offset:offset + 2], self.closed_form)
+            )
             offset += 2
 
         def proposal(g):

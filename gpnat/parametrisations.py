@@ -14,7 +14,7 @@ The natural-gradient step ξ ← ξ − γ (∂ξ/∂θ)(∂L/∂η) is taken in
 coordinates; :class:`gpnat.NaturalGradient` needs nothing else from a
 parametrisation, so adding one does not touch the model or the optimizer.
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import tensorflow as tf
 
@@ -78,6 +78,16 @@ class Parametrisation:
         """
         return xi_1, xi_2
 
+    def natural_gradient(self, xi_1, xi_2, grad_1, grad_2) -> Optional[Pair]:
+        """natgrad_ξ in closed form, if this parametrisation knows one; else ``None``.
+
+        :class:`gpnat.NaturalGradient` then uses the automatic route
+        (∂ξ/∂θ)(∂L/∂η) by reverse-mode autodiff, which works for any
+        parametrisation. A closed form is only an optimisation: the test
+        battery checks it against the automatic route.
+        """
+        return None
+
     def is_valid(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> tf.Tensor:
         """Scalar bool tensor: do these coordinates describe a proper Gaussian?
 
@@ -93,6 +103,11 @@ class Parametrisation:
 
     def __hash__(self) -> int:
         return hash(type(self))
+
+
+def _phi(A: tf.Tensor) -> tf.Tensor:
+    """Lower triangle of A with its diagonal halved."""
+    return tf.linalg.band_part(A, -1, 0) - 0.5 * tf.linalg.diag(tf.linalg.diag_part(A))
 
 
 def _positive_diagonal(factor: tf.Tensor) -> tf.Tensor:
@@ -121,6 +136,22 @@ class MeanCholesky(Parametrisation):
         # L and L diag(±1) are the same q(u); conversions return the positive diagonal
         return xi_1, _positive_diagonal(xi_2)
 
+    def natural_gradient(self, xi_1, xi_2, grad_1, grad_2) -> Pair:
+        r"""Closed form: natgrad_m = S ∇_m L,  natgrad_L = L Φ(P + Pᵀ) with P = Φ(Lᵀ ∇_L L).
+
+        Φ keeps the lower triangle and halves the diagonal. It follows from
+        ∂L/∂η (the Cholesky's reverse-mode rule) and the tangent of θ -> (m, L)
+        (dS = dL Lᵀ + L dLᵀ), whose triangular solves cancel: two matrix
+        products per latent GP, no solve.
+        """
+        L = tf.linalg.band_part(xi_2, -1, 0)
+        grad_L = tf.linalg.band_part(grad_2, -1, 0)
+        P = _phi(tf.linalg.matmul(L, grad_L, transpose_a=True))
+        nat_L = tf.linalg.matmul(L, _phi(P + tf.linalg.adjoint(P)))
+        Lt_g = tf.linalg.matmul(L, gaussian._col_to_batch(grad_1), transpose_a=True)
+        nat_m = gaussian._batch_to_col(tf.linalg.matmul(L, Lt_g))
+        return nat_m, nat_L
+
 
 class Natural(Parametrisation):
     """ξ = θ: θ₁ = S⁻¹m ``[M, L]``, θ₂ = −½S⁻¹ ``[L, M, M]``.
@@ -148,6 +179,22 @@ class Natural(Parametrisation):
     def from_expectation(self, eta_1: tf.Tensor, eta_2: tf.Tensor) -> Pair:
         return gaussian.expectation_to_natural(eta_1, eta_2)
 
+    def natural_gradient(self, xi_1, xi_2, grad_1, grad_2) -> Pair:
+        r"""Closed form of ∂L/∂η, the reverse-mode rule of η -> θ written out.
+
+        With P = −2θ₂ = S⁻¹, m = P⁻¹θ₁ and G = sym(∇_θ₁ mᵀ) − ½ sym(∇_θ₂):
+        ∂L/∂η₂ = −P G P and ∂L/∂η₁ = P ∇_θ₁ − 2 (∂L/∂η₂) m.
+        One Cholesky (for m) and matrix products.
+        """
+        P = -2.0 * gaussian.symmetrise(xi_2)
+        chol = tf.linalg.cholesky(P)
+        m = tf.linalg.cholesky_solve(chol, gaussian._col_to_batch(xi_1))  # [L, M, 1]
+        g1 = gaussian._col_to_batch(grad_1)
+        G = gaussian.symmetrise(tf.linalg.matmul(g1, m, transpose_b=True)) - 0.5 * gaussian.symmetrise(grad_2)
+        v2 = -tf.linalg.matmul(P, tf.linalg.matmul(G, P))
+        v1 = tf.linalg.matmul(P, g1) - 2.0 * tf.linalg.matmul(v2, m)
+        return gaussian._batch_to_col(v1), v2
+
 
 class Expectation(Parametrisation):
     """ξ = η: η₁ = m ``[M, L]``, η₂ = S + m mᵀ ``[L, M, M]``.
@@ -171,6 +218,22 @@ class Expectation(Parametrisation):
 
     def to_natural(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
         return gaussian.expectation_to_natural(xi_1, xi_2)
+
+    def natural_gradient(self, xi_1, xi_2, grad_1, grad_2) -> Pair:
+        r"""Closed form of (∂η/∂θ) ∇_η L, the tangent of θ -> η written out.
+
+        With S = η₂ − mmᵀ, v = (∇_η₁, sym ∇_η₂): dS = 2 S v₂ S,
+        dm = S v₁ + 2 S v₂ m and dη₂ = dS + dm mᵀ + m dmᵀ. Matrix products only.
+        """
+        m = gaussian._col_to_batch(xi_1)
+        S = gaussian.symmetrise(xi_2) - tf.linalg.matmul(m, m, transpose_b=True)
+        v1 = gaussian._col_to_batch(grad_1)
+        v2 = gaussian.symmetrise(grad_2)
+        S_v2 = tf.linalg.matmul(S, v2)
+        dS = 2.0 * tf.linalg.matmul(S_v2, S)
+        dm = tf.linalg.matmul(S, v1) + 2.0 * tf.linalg.matmul(S_v2, m)
+        dm_mT = tf.linalg.matmul(dm, m, transpose_b=True)
+        return gaussian._batch_to_col(dm), dS + dm_mT + tf.linalg.adjoint(dm_mT)
 
 
 class MeanPrecisionCholesky(Parametrisation):

@@ -134,7 +134,8 @@ def _free_coordinates(parametrisation, M):
     return E, rows, cols
 
 
-def test_natural_gradient_equals_inverse_fisher_times_gradient(rng, parametrisation):
+@pytest.mark.parametrize("closed_form", [True, False], ids=["closed-form", "autodiff"])
+def test_natural_gradient_equals_inverse_fisher_times_gradient(rng, parametrisation, closed_form):
     """natgrad_ξ = F_ξ⁻¹ ∇_ξ L, with F_ξ = (∂θ/∂ξ)ᵀ (∂η/∂ξ) built explicitly (tiny M, test only)."""
     Mt = 3
     X, Y = regression_data(rng, N=15)
@@ -165,7 +166,7 @@ def test_natural_gradient_equals_inverse_fisher_times_gradient(rng, parametrisat
     grads = tape2.gradient(loss, model.q.xi)
     grad_full = np.concatenate([g.numpy().ravel() for g in grads])
     expected = np.linalg.solve(fisher, E.T @ grad_full)  # chain rule: ∇_free = Eᵀ ∇_full
-    ours = natural_gradient(p, model.q.xi, grads)
+    ours = natural_gradient(p, model.q.xi, grads, closed_form=closed_form)
     ours_free = np.concatenate([ours[0].numpy().ravel(), ours[1].numpy()[0][rows, cols]])
     np.testing.assert_allclose(ours_free, expected, rtol=1e-7, atol=1e-9 * np.abs(expected).max())
 
@@ -299,3 +300,16 @@ def test_invalid_step_is_rejected_and_state_kept(rng, parametrisation, compiled)
     assert opt.last_rejections.numpy() >= 1
     assert opt.last_gamma.numpy() == pytest.approx(3.0 / 2 ** opt.last_rejections.numpy())
     assert bool(model.q.is_valid())
+
+
+@pytest.mark.parametrize("L", [1, 3])
+def test_closed_form_equals_automatic_route(rng, parametrisation, L):
+    """A parametrisation's closed-form natural gradient is only an optimisation of the autodiff route."""
+    Mt = 7
+    xi = [np.asarray(t) for t in parametrisation.from_meanchol(*random_meanchol(rng, Mt, L, scale=0.7))]
+    g1, g2 = rng.normal(size=(Mt, L)), rng.normal(size=(L, Mt, Mt))
+    grads = [g1, g2 + np.swapaxes(g2, 1, 2)]
+    automatic = natural_gradient(parametrisation, xi, grads, closed_form=False)
+    closed = natural_gradient(parametrisation, xi, grads, closed_form=True)
+    for a, c in zip(automatic, closed):
+        np.testing.assert_allclose(c, a, rtol=1e-9, atol=1e-11 * np.abs(a.numpy()).max())
