@@ -179,6 +179,10 @@ class Natural(Parametrisation):
     def from_expectation(self, eta_1: tf.Tensor, eta_2: tf.Tensor) -> Pair:
         return gaussian.expectation_to_natural(eta_1, eta_2)
 
+    def is_valid(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> tf.Tensor:
+        # −2θ₂ must be positive definite: one Cholesky, no inverse needed
+        return gaussian.is_valid_cholesky(xi_1, tf.linalg.cholesky(-2.0 * gaussian.symmetrise(xi_2)))
+
     def natural_gradient(self, xi_1, xi_2, grad_1, grad_2) -> Pair:
         r"""Closed form of ∂L/∂η, the reverse-mode rule of η -> θ written out.
 
