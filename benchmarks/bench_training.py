@@ -14,10 +14,13 @@ of X):
                           minibatch from a shuffled repeated tf.data iterator
 5. ``gpflow-adam``        gpflow.models.SVGP, tf_keras Adam(0.01) on every variable
 
-extra rows (the same hybrids with q(u) stored in gpnat.Natural coordinates, i.e.
-the algorithm of gpflow's default XiNat):
+extra rows:
 
-* ``gpnat-alternating-nat``, ``gpnat-fused-nat``
+* ``gpnat-alternating-ad``, ``gpnat-fused-ad``: rows 2 and 3 with
+  NaturalGradient(gamma=0.1, closed_form=False), the automatic reverse-mode route
+  (only with a gpnat whose NaturalGradient has the closed_form option)
+* ``gpnat-alternating-nat``, ``gpnat-fused-nat``: rows 2 and 3 with q(u) stored in
+  gpnat.Natural coordinates (the algorithm of gpflow's default XiNat)
 
 and, as reference units and to attribute the cost (not training loops):
 
@@ -25,14 +28,15 @@ and, as reference units and to attribute the cost (not training loops):
                           gpnat model (all trainable variables) at a fixed batch of 1000
 * ``gpnat-natstep``       NaturalGradient.apply_gradients alone, MeanCholesky (compiled,
                           fixed gradients, gamma 1e-9 so q(u) stays put)
+* ``gpnat-natstep-ad``    the same with closed_form=False (automatic route)
 * ``gpnat-natstep-nat``   the same with q(u) in Natural coordinates
 * ``gpflow-natstep``      gpflow's NaturalGradient._natgrad_apply_gradients alone, XiNat
                           (as in row 4), same q(u) and gradients
 * ``gpflow-natstep-sqrt`` the same with XiSqrtMeanVar (the MeanCholesky coordinates)
 
-The MeanCholesky hybrids are first trained, untimed, with gpnat's default
-warm-up schedule (constant gamma = 0.1 from q(u) = N(0, I) raises
-NaturalGradientError on this problem; see GpnatTrain).
+The MeanCholesky hybrids are first trained, untimed, with the warm-up schedule
+LogLinear(1e-3, 0.1, 20) (a constant gamma = 0.1 from q(u) = N(0, I) diverges on
+this problem; see GpnatTrain).
 
 Timing: every configuration is warmed up first; then ``repeats`` blocks of
 ``iters`` iterations are timed, interleaving the configurations round-robin
@@ -76,9 +80,24 @@ GAMMA = 0.1
 ADAM_LR = 0.01
 BATCH = 1000
 TRAIN_CONFIGS = ["gpnat-adam", "gpnat-alternating", "gpnat-fused", "gpflow-hybrid", "gpflow-adam",
-                 "gpnat-alternating-nat", "gpnat-fused-nat"]
-REF_CONFIGS = ["loss+grad", "gpnat-natstep", "gpnat-natstep-nat", "gpflow-natstep",
-               "gpflow-natstep-sqrt"]
+                 "gpnat-alternating-ad", "gpnat-fused-ad", "gpnat-alternating-nat", "gpnat-fused-nat"]
+REF_CONFIGS = ["loss+grad", "gpnat-natstep", "gpnat-natstep-ad", "gpnat-natstep-nat",
+               "gpflow-natstep", "gpflow-natstep-sqrt"]
+
+
+def _has_closed_form_option() -> bool:
+    """Does this gpnat's NaturalGradient take closed_form= (closed-form natural gradients)?"""
+    import inspect
+    return "closed_form" in inspect.signature(gpnat.NaturalGradient.__init__).parameters
+
+
+def make_natgrad(gamma, autodiff=False):
+    """NaturalGradient(gamma); autodiff=True forces the automatic (reverse-mode) route."""
+    if autodiff:
+        if not _has_closed_form_option():
+            raise RuntimeError("this gpnat has no NaturalGradient(closed_form=...) option")
+        return gpnat.NaturalGradient(gamma=gamma, closed_form=False)
+    return gpnat.NaturalGradient(gamma=gamma)
 # untimed natural-gradient warm-up of the MeanCholesky hybrids (see GpnatTrain)
 PRETRAIN_ITERATIONS = 20
 
@@ -118,11 +137,13 @@ def gpflow_model(X, Z):
 class GpnatTrain:
     """One repeat = one gpnat.train call of warmup + iters iterations on a persistent model.
 
-    The MeanCholesky hybrids cannot start at gamma = 0.1 from q(u) = N(0, I): the
-    first steps leave q(u) invalid and train raises NaturalGradientError (gpflow's
-    XiSqrtMeanVar, the same coordinates, goes to NaN likewise). So their models are
-    first trained, untimed, with gpnat's default warm-up schedule
-    LogLinear(1e-3, 0.1, 20) for PRETRAIN_ITERATIONS iterations, in the same mode;
+    The MeanCholesky hybrids cannot start at a constant gamma = 0.1 from
+    q(u) = N(0, I) on this problem: the iteration diverges and train raises
+    NaturalGradientError (at iteration 3 on the automatic route, at iteration 7,
+    after the ELBO has overflowed, with the closed form; gpflow's XiSqrtMeanVar,
+    the same coordinates, goes to NaN likewise). So their models are first
+    trained, untimed, with the warm-up schedule LogLinear(1e-3, 0.1, 20) (gpnat's
+    default) for PRETRAIN_ITERATIONS iterations, in the same mode;
     the timed calls then use NaturalGradient(gamma=0.1). The cost of an iteration
     does not depend on the values (dense linear algebra), only on rejections,
     which are counted.
@@ -132,16 +153,18 @@ class GpnatTrain:
         self.name = name
         self.data = (X, Y)
         natural = name.endswith("-nat")
+        autodiff = name.endswith("-ad")
         self.model = gpnat_model(X, Z, gpnat.Natural() if natural else gpnat.MeanCholesky())
-        base = name[:-4] if natural else name
+        base = name[:-4] if natural else name[:-3] if autodiff else name
         if base == "gpnat-adam":
             self.kwargs = dict(natgrad=None)
         elif base == "gpnat-alternating":
-            self.kwargs = dict(natgrad=gpnat.NaturalGradient(gamma=GAMMA))
+            self.kwargs = dict(natgrad=make_natgrad(GAMMA, autodiff))
         elif base == "gpnat-fused":
-            self.kwargs = dict(natgrad=gpnat.NaturalGradient(gamma=GAMMA), fused=True)
+            self.kwargs = dict(natgrad=make_natgrad(GAMMA, autodiff), fused=True)
         else:
             raise ValueError(name)
+        self.autodiff = autodiff
         self.pretrain = base != "gpnat-adam" and not natural
         self.traces = []
         self.rejections = 0
@@ -150,9 +173,10 @@ class GpnatTrain:
 
     def warm(self, warmup):
         if self.pretrain:
+            warm_natgrad = gpnat.NaturalGradient(gamma=gpnat.schedules.LogLinear(1e-3, 0.1, 20))
             h = gpnat.train(self.model, self.data, iterations=PRETRAIN_ITERATIONS,
-                            adam_lr=ADAM_LR, batch_size=BATCH, fused=self.kwargs.get("fused", False),
-                            progress=False, seed=12345)  # default natgrad: LogLinear warm-up
+                            natgrad=warm_natgrad, adam_lr=ADAM_LR, batch_size=BATCH,
+                            fused=self.kwargs.get("fused", False), progress=False, seed=12345)
             self.rejections += h.total_rejections
         # a first, separate call: first-use costs (check_shapes, Adam slots, ...)
         self.block(warmup, 1)
@@ -258,13 +282,17 @@ def natstep_runners(X, Y, Z):
     tiny = 1e-9
     runners = {}
 
-    for name, par in [("gpnat-natstep", gpnat.MeanCholesky()), ("gpnat-natstep-nat", gpnat.Natural())]:
+    gpnat_steps = [("gpnat-natstep", gpnat.MeanCholesky(), False),
+                   ("gpnat-natstep-nat", gpnat.Natural(), False)]
+    if _has_closed_form_option():
+        gpnat_steps.append(("gpnat-natstep-ad", gpnat.MeanCholesky(), True))
+    for name, par, autodiff in gpnat_steps:
         q = gpnat.VariationalGaussian(Z.shape[0], 1, parametrisation=par, q_mu=q_mu, q_sqrt=q_sqrt)
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(q.xi)
             loss = model_loss_at(model, batch, *q.mean_cholesky())
         grads = [tf.identity(g) for g in tape.gradient(loss, q.xi)]
-        opt = gpnat.NaturalGradient(gamma=tiny)
+        opt = make_natgrad(tiny, autodiff)
 
         def make(q=q, opt=opt):
             @tf.function
@@ -307,8 +335,16 @@ def model_loss_at(model, batch, q_mu, q_sqrt):
 
 
 # ----------------------------------------------------------------------- driver
+PLAN_OVERRIDE = {}  # "iters" / "repeats" set from the command line
+
+
 def plan_for(M, quick):
     """(warmup, iters per block, repeats) for the training loops at this M."""
+    warmup, iters, repeats = _default_plan(M, quick)
+    return warmup, PLAN_OVERRIDE.get("iters", iters), PLAN_OVERRIDE.get("repeats", repeats)
+
+
+def _default_plan(M, quick):
     if quick:
         return 2, 3, 2
     if M <= 200:
@@ -318,7 +354,8 @@ def plan_for(M, quick):
     return 2, 3, 4
 
 
-def bench_size(M, X, Y, quick, log, selected=None):
+def bench_size(M, X, Y, quick, log, selected=None, extra=None, with_refs=True):
+    """Time every configuration at this M. ``extra``: {name: factory(name, X, Y, Z) -> runner}."""
     warmup, iters, repeats = plan_for(M, quick)
     Z = inducing_inputs(X, M)
     log(f"\n=== M = {M}: warmup {warmup}, {iters} iterations per block, {repeats} repeats")
@@ -334,14 +371,21 @@ def bench_size(M, X, Y, quick, log, selected=None):
         except Exception as e:  # report, keep going
             errors[name] = f"{type(e).__name__}: {e}"
             log(traceback.format_exc())
+    for name, factory in (extra or {}).items():
+        try:
+            runners[name] = factory(name, X, Y, Z)
+        except Exception as e:
+            errors[name] = f"{type(e).__name__}: {e}"
+            log(traceback.format_exc())
     ref = {}
-    try:
-        ref["loss+grad"], _ = loss_grad_runner(X, Y, Z)
-        ref.update(natstep_runners(X, Y, Z))
-        ref = {k: v for k, v in ref.items() if not selected or k in selected}
-    except Exception as e:
-        errors["reference"] = f"{type(e).__name__}: {e}"
-        log(traceback.format_exc())
+    if with_refs and not (selected and not selected & set(REF_CONFIGS)):
+        try:
+            ref["loss+grad"], _ = loss_grad_runner(X, Y, Z)
+            ref.update(natstep_runners(X, Y, Z))
+            ref = {k: v for k, v in ref.items() if not selected or k in selected}
+        except Exception as e:
+            errors["reference"] = f"{type(e).__name__}: {e}"
+            log(traceback.format_exc())
     all_runners = {**runners, **ref}
     # warm up everything (traces the persistent steps once)
     for name, r in list(all_runners.items()):
@@ -407,6 +451,20 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
+def git_state():
+    """Commit of the checkout and whether gpnat/ had uncommitted changes (read-only git calls)."""
+    import subprocess
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "gpnat"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return f"git {head or 'unknown'}" + (", gpnat/ has uncommitted changes" if dirty else
+                                             ", gpnat/ clean")
+    except Exception as e:  # no git
+        return f"unknown ({type(e).__name__})"
+
+
 def ratio(res, a, b):
     ca, cb = res["configs"].get(a), res["configs"].get(b)
     if not ca or not cb:
@@ -427,10 +485,15 @@ EXTRA_RATIOS = [
     ("gpnat-fused", "loss+grad", "fused hybrid / loss+grad"),
     ("gpnat-alternating", "loss+grad", "alternating hybrid / loss+grad"),
     ("gpflow-hybrid", "loss+grad", "gpflow hybrid / loss+grad"),
+    ("gpnat-fused-ad", "gpnat-adam", "fused hybrid (autodiff) / gpnat Adam-only"),
+    ("gpnat-fused-ad", "gpflow-hybrid", "fused hybrid (autodiff) / gpflow hybrid"),
+    ("gpnat-alternating-ad", "gpflow-hybrid", "alternating hybrid (autodiff) / gpflow hybrid"),
     ("gpnat-fused-nat", "gpflow-hybrid", "fused hybrid (Natural) / gpflow hybrid"),
     ("gpnat-alternating-nat", "gpflow-hybrid", "alternating hybrid (Natural) / gpflow hybrid"),
     ("gpnat-fused-nat", "gpnat-adam", "fused hybrid (Natural) / gpnat Adam-only"),
     ("gpnat-natstep", "gpflow-natstep", "gpnat step (MeanCholesky) / gpflow step (XiNat)"),
+    ("gpnat-natstep-ad", "gpflow-natstep", "gpnat step (MeanCholesky, autodiff) / gpflow step (XiNat)"),
+    ("gpnat-natstep", "gpnat-natstep-ad", "gpnat step: closed form / autodiff (MeanCholesky)"),
     ("gpnat-natstep", "gpflow-natstep-sqrt",
      "gpnat step (MeanCholesky) / gpflow step (XiSqrtMeanVar)"),
     ("gpnat-natstep-nat", "gpflow-natstep", "gpnat step (Natural) / gpflow step (XiNat)"),
@@ -446,7 +509,8 @@ def render(results, meta, target_M=500):
     L.append("")
     L.append("## Machine")
     L.append("")
-    for k in ["date", "cpu", "cores", "python", "tensorflow", "gpflow", "gpnat", "tf_threads",
+    for k in ["date", "cpu", "cores", "python", "tensorflow", "gpflow", "gpnat", "gpnat_source",
+              "tf_threads",
               "loadavg_start", "loadavg_end", "wall_s"]:
         L.append(f"- **{k}**: {meta[k]}")
     L.append("")
@@ -455,15 +519,18 @@ def render(results, meta, target_M=500):
     L.append("SVGP, SquaredExponential ARD kernel (lengthscales 1), Gaussian likelihood "
              "(variance 1), whitened, float64; kin8nm (8192 x 8, standardised), batch 1000; "
              "Z a fixed random subset of X (seed 0); gamma = 0.1, Adam lr = 0.01; "
-             "gpnat q(u) in MeanCholesky (rows 2, 3; the `extra` rows store it in Natural "
-             "coordinates, the algorithm of gpflow's default XiNat); gpflow natgrad with its "
-             "default XiNat.")
+             "gpnat q(u) in MeanCholesky, `NaturalGradient` with its defaults (rows 2, 3; the "
+             "`closed_form=False` rows force the automatic reverse-mode route, the `Natural` rows "
+             "store q(u) in natural coordinates, the algorithm of gpflow's default XiNat); "
+             "gpflow natgrad with its default XiNat.")
     L.append("")
-    L.append(f"The MeanCholesky hybrids (rows 2, 3) cannot start at gamma = 0.1 from "
-             "q(u) = N(0, I): the first natural steps leave q(u) invalid and `gpnat.train` "
-             "raises NaturalGradientError (gpflow's XiSqrtMeanVar, the same coordinates, goes "
-             "to NaN). Their models are therefore trained first, untimed, for "
-             f"{PRETRAIN_ITERATIONS} iterations with gpnat's default warm-up "
+    L.append(f"The MeanCholesky hybrids (rows 2, 3 and the `closed_form=False` rows) cannot "
+             "start at a constant gamma = 0.1 from q(u) = N(0, I) on this problem: the iteration "
+             "diverges (the minibatch ELBO falls to about -1e128 within six iterations, then NaN); "
+             "`gpnat.train` raises NaturalGradientError at iteration 3 on the automatic route and "
+             "at iteration 7 with the closed form; gpflow's XiSqrtMeanVar (the same coordinates) "
+             "goes to NaN. Their models are therefore trained first, untimed, for "
+             f"{PRETRAIN_ITERATIONS} iterations with the warm-up schedule "
              "`LogLinear(1e-3, 0.1, 20)`; the timed calls use `NaturalGradient(gamma=0.1)`. "
              "An iteration's cost does not depend on the values (dense linear algebra) except "
              "through rejected proposals, which are counted below.")
@@ -486,9 +553,12 @@ def render(results, meta, target_M=500):
         "gpflow-hybrid": "4. gpflow natgrad + Adam",
         "gpflow-adam": "5. gpflow Adam-only",
         "loss+grad": "ref: gpnat loss+grad (compiled, B=1000)",
+        "gpnat-alternating-ad": "extra: gpnat alternating hybrid, closed_form=False (autodiff)",
+        "gpnat-fused-ad": "extra: gpnat fused hybrid, closed_form=False (autodiff)",
         "gpnat-alternating-nat": "extra: gpnat alternating hybrid, Natural param.",
         "gpnat-fused-nat": "extra: gpnat fused hybrid, Natural param.",
         "gpnat-natstep": "ref: gpnat natural step alone (MeanCholesky)",
+        "gpnat-natstep-ad": "ref: gpnat natural step alone (MeanCholesky, closed_form=False)",
         "gpnat-natstep-nat": "ref: gpnat natural step alone (Natural)",
         "gpflow-natstep": "ref: gpflow natural step alone (XiNat, as row 4)",
         "gpflow-natstep-sqrt": "ref: gpflow natural step alone (XiSqrtMeanVar)",
@@ -497,8 +567,11 @@ def render(results, meta, target_M=500):
         cells = []
         for r in results:
             c = r["configs"].get(name)
-            cells.append("failed" if c is None else
-                         f"{c['median_ms']:.1f} [{c['min_ms']:.1f} - {c['max_ms']:.1f}]")
+            if c is None:
+                cells.append("failed" if name in r["errors"] or "reference" in r["errors"]
+                             else "not run")
+            else:
+                cells.append(f"{c['median_ms']:.1f} [{c['min_ms']:.1f} - {c['max_ms']:.1f}]")
         L.append(f"| {labels[name]} | " + " | ".join(cells) + " |")
     L.append("")
     L.append("Blocks: " + "; ".join(
@@ -548,7 +621,9 @@ def render(results, meta, target_M=500):
             L.append(f"- M = {r['M']}, **{name} FAILED**: `{err}`")
     L.append("")
     L.append("`traces` is `num_traces` of each `gpnat.train` call (1 = no retracing), or the "
-             "tracing count of the persistent `tf.function` for the other rows.")
+             "tracing count of the persistent `tf.function` for the other rows (2 for the gpflow "
+             "loops: tf_keras Adam creates its slot variables on the first call, so "
+             "its `tf.function` is traced twice, both times during warm-up).")
     L.append("")
     return "\n".join(L)
 
@@ -567,13 +642,30 @@ def main(argv=None):
                    help="raw results as JSON (default benchmarks/results.json; none with --quick)")
     p.add_argument("--configs", type=str, default=None,
                    help="comma-separated subset of: " + ", ".join(TRAIN_CONFIGS + REF_CONFIGS))
+    p.add_argument("--render", type=str, default=None, metavar="JSON",
+                   help="only re-render the report from a results JSON written by an earlier run "
+                        "(to --output, default benchmarks/RESULTS.md); times nothing")
+    p.add_argument("--repeats", type=int, default=None, help="override the repeats per size")
+    p.add_argument("--iters", type=int, default=None, help="override the iterations per block")
     args = p.parse_args(argv)
+    if args.repeats:
+        PLAN_OVERRIDE["repeats"] = args.repeats
+    if args.iters:
+        PLAN_OVERRIDE["iters"] = args.iters
     selected = set(args.configs.split(",")) if args.configs else None
     if selected and not selected <= set(TRAIN_CONFIGS + REF_CONFIGS):
         p.error(f"unknown configurations: {sorted(selected - set(TRAIN_CONFIGS + REF_CONFIGS))}")
     sizes = [int(s) for s in (args.sizes or ("50" if args.quick else "100,500,1000")).split(",")]
     output = args.output or (None if args.quick else str(HERE / "RESULTS.md"))
     json_out = args.json or (None if args.quick else str(HERE / "results.json"))
+
+    if args.render:
+        saved = json.loads(Path(args.render).read_text())
+        text = render(saved["results"], saved["meta"])
+        out = args.output or str(HERE / "RESULTS.md")
+        Path(out).write_text(text)
+        print(text + f"\nwrote {out} (re-rendered from {args.render})")
+        return 0
 
     gpflow.config.set_default_float(np.float64)
     tf.get_logger().setLevel("ERROR")
@@ -597,7 +689,10 @@ def main(argv=None):
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
         "gpflow": gpflow.__version__,
-        "gpnat": gpnat.__version__,
+        "gpnat": gpnat.__version__ + (" (NaturalGradient closed_form default "
+                                      f"{gpnat.NaturalGradient(0.1).closed_form})"
+                                      if _has_closed_form_option() else " (no closed_form option)"),
+        "gpnat_source": git_state(),
         "tf_threads": f"intra-op {tf.config.threading.get_intra_op_parallelism_threads()}, "
                       f"inter-op {tf.config.threading.get_inter_op_parallelism_threads()} "
                       "(0 = TensorFlow default)",

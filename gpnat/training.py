@@ -158,6 +158,15 @@ class _ArrayBatches:
         self.seed = seed
         if batch_size is not None:
             self.batches_per_epoch = max(self.N // batch_size, 1)
+            # the current epoch's permutation, recomputed only when the epoch changes
+            self._epoch = tf.Variable(-1, dtype=tf.int64, trainable=False)
+            self._perm = tf.Variable(tf.range(self.N, dtype=tf.int32), trainable=False)
+
+    def _permutation(self, epoch: tf.Tensor) -> tf.Tensor:
+        keys = tf.random.stateless_uniform(
+            [self.N], seed=tf.stack([tf.constant(self.seed, tf.int64), epoch]), dtype=tf.float64
+        )
+        return tf.argsort(keys)  # a random permutation, also under XLA
 
     def batch(self, step: tf.Tensor):
         if self.batch_size is None or self.batch_size >= self.N:
@@ -165,10 +174,12 @@ class _ArrayBatches:
         step = tf.cast(step, tf.int64)
         epoch = step // self.batches_per_epoch
         k = step % self.batches_per_epoch
-        keys = tf.random.stateless_uniform(
-            [self.N], seed=tf.stack([tf.constant(self.seed, tf.int64), epoch]), dtype=tf.float64
+        perm = tf.cond(
+            tf.equal(epoch, self._epoch),
+            lambda: self._perm.read_value(),
+            lambda: self._perm.assign(self._permutation(epoch)),
         )
-        perm = tf.argsort(keys)  # a random permutation, also under XLA
+        self._epoch.assign(epoch)
         idx = perm[k * self.batch_size:(k + 1) * self.batch_size]
         return tf.gather(self.X, idx), tf.gather(self.Y, idx)
 
@@ -265,8 +276,9 @@ def train(
     :raises NaturalGradientError: when no valid natural-gradient step can be made
         (the model keeps its last valid state; the Adam step of that iteration
         is skipped). The History so far is attached as ``error.history``.
-    :raises FloatingPointError: in Adam-only training, when an Adam step leaves
-        q(u) invalid (q(u) is restored; ``error.history`` as above).
+    :raises FloatingPointError: when the loss or a gradient for Adam is not
+        finite, or, in Adam-only training, when an Adam step would leave q(u)
+        invalid: the step is not applied (``error.history`` as above).
     """
     if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 0:
         raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}")
@@ -329,13 +341,20 @@ def train(
 
     def iteration(batch_X, batch_Y):
         batch = (batch_X, batch_Y)
-        if natgrad is None:  # Adam only; q(u) is restored if Adam leaves it invalid
+        if natgrad is None:  # Adam only; a step that would leave q(u) invalid is undone
             before = [tf.identity(v) for v in q_vars]
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(adam_vars)
                 loss = model.training_loss(batch)
-            adam_update(tape.gradient(loss, adam_vars))
-            valid = tf.reduce_all(tf.stack([tf.constant(True)] + [q.is_valid() for q in qs]))
+            adam_grads = tape.gradient(loss, adam_vars)
+            finite = _all_finite([loss] + list(adam_grads))
+            if tf.executing_eagerly():
+                if bool(finite):
+                    adam_update(adam_grads)
+            else:
+                tf.cond(finite, lambda: (adam_update(adam_grads), tf.constant(True))[1],
+                        lambda: tf.constant(False))
+            valid = tf.reduce_all(tf.stack([finite] + [q.is_valid() for q in qs]))
             for v, old in zip(q_vars, before):
                 v.assign(tf.where(valid, v, old))
             step_counter.assign_add(1)
@@ -348,12 +367,14 @@ def train(
         accepted = natgrad.apply_gradients(qs, grads[: len(q_vars)])
         if adam is not None:
             if fused:
-                hyper_grads = grads[len(q_vars):]
+                hyper_grads, loss_at = grads[len(q_vars):], loss
             else:  # alternating: Adam at the updated q(u)
                 with tf.GradientTape(watch_accessed_variables=False) as tape2:
                     tape2.watch(adam_vars)
-                    loss_after = model.training_loss(batch)
-                hyper_grads = tape2.gradient(loss_after, adam_vars)
+                    loss_at = model.training_loss(batch)
+                hyper_grads = tape2.gradient(loss_at, adam_vars)
+            # never feed Adam a non-finite loss or gradient: the iteration fails instead
+            accepted = tf.logical_and(accepted, _all_finite([loss_at] + list(hyper_grads)))
             if tf.executing_eagerly():
                 if bool(accepted):
                     adam_update(hyper_grads)
@@ -420,10 +441,18 @@ def train(
             if not bool(accepted):
                 if natgrad is None:
                     error = FloatingPointError(
-                        f"iteration {it}: the Adam step left q(u) invalid (non-finite, or "
-                        f"covariance not positive definite) in {[q.parametrisation for q in qs]}; "
-                        "q(u) was restored to its last valid state. Use a smaller adam_lr, the "
-                        "MeanCholesky parametrisation, or natural gradients for q(u)."
+                        f"iteration {it}: the Adam step met a non-finite loss or gradient, or would "
+                        "have left q(u) invalid (non-finite, or covariance not positive definite) in "
+                        f"{[q.parametrisation for q in qs]}; the step was not applied (q(u) keeps "
+                        "its last valid state). Use a smaller adam_lr, the MeanCholesky "
+                        "parametrisation, or natural gradients for q(u)."
+                    )
+                elif natgrad.last_accepted.numpy():
+                    error = FloatingPointError(
+                        f"iteration {it}: the loss or the hyperparameter gradient is not finite "
+                        f"(ELBO estimate {history.elbo[-1]:.4g}); the Adam step was skipped. The "
+                        "natural-gradient steps have probably diverged: try a smaller gamma or a "
+                        "warm-up schedule (gpnat.schedules.LogLinear or IncreasingRate)."
                     )
                 else:
                     error = NaturalGradientError(
@@ -450,6 +479,10 @@ def train(
         if compile:
             history.num_traces = step_fn.experimental_get_tracing_count()
     return history
+
+
+def _all_finite(tensors) -> tf.Tensor:
+    return tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(t)) for t in tensors if t is not None]))
 
 
 def _mode_name(natgrad, adam, fused) -> str:

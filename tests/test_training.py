@@ -282,7 +282,7 @@ def test_minibatches_need_num_data(rng):
 def test_adam_only_never_leaves_q_invalid(rng):
     """Adam on natural parameters with a large learning rate breaks q(u): the step is undone and reported."""
     model, data = _model(rng, parametrisation="natural", noise=0.01)
-    with pytest.raises(FloatingPointError, match="Adam step left q\\(u\\) invalid") as info:
+    with pytest.raises(FloatingPointError, match="would have left q\\(u\\) invalid") as info:
         gpnat.train(model, data, iterations=200, natgrad=None, adam_lr=0.5, progress=False)
     assert bool(model.q.is_valid())
     assert np.isfinite(model.elbo(data).numpy())
@@ -299,3 +299,18 @@ def test_history_is_attached_to_the_error_and_callback_time_is_not_training_time
     model, data = _model(rng)
     history = gpnat.train(model, data, iterations=4, progress=False, callbacks=[lambda it, h: _time.sleep(0.3)])
     assert history.time[-1] - history.time[0] < 0.5
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["alternating", "fused"])
+def test_diverging_natural_steps_stop_with_a_finite_model(rng, fused):
+    """MeanCholesky steps with a large constant γ from the prior overshoot to inf (docs/theory.md).
+
+    Training must stop with a clear error before Adam ever sees a non-finite loss or gradient.
+    """
+    model, data = _model(rng, noise=0.01)
+    with pytest.raises((FloatingPointError, NaturalGradientError), match="iteration") as info:
+        gpnat.train(model, data, iterations=50, natgrad=gpnat.NaturalGradient(1.0), fused=fused, progress=False)
+    assert len(info.value.history) < 50
+    for v in _hyper(model):
+        assert np.all(np.isfinite(v.numpy()))
+    assert bool(model.q.is_valid())
