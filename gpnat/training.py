@@ -336,8 +336,17 @@ def train(
     nan = tf.constant(float("nan"), gpflow.default_float())
     zero_int = tf.constant(0, tf.int64)
 
-    def adam_update(grads):
-        adam.apply_gradients(zip(grads, adam_vars))
+    def adam_update_if(condition, grads):
+        """Adam step only where ``condition`` holds (eagerly or in the compiled graph)."""
+        if tf.executing_eagerly():
+            if bool(condition):
+                adam.apply_gradients(zip(grads, adam_vars))
+            return
+        tf.cond(
+            condition,
+            lambda: (adam.apply_gradients(zip(grads, adam_vars)), tf.constant(True))[1],
+            lambda: tf.constant(False),
+        )
 
     def iteration(batch_X, batch_Y):
         batch = (batch_X, batch_Y)
@@ -348,12 +357,7 @@ def train(
                 loss = model.training_loss(batch)
             adam_grads = tape.gradient(loss, adam_vars)
             finite = _all_finite([loss] + list(adam_grads))
-            if tf.executing_eagerly():
-                if bool(finite):
-                    adam_update(adam_grads)
-            else:
-                tf.cond(finite, lambda: (adam_update(adam_grads), tf.constant(True))[1],
-                        lambda: tf.constant(False))
+            adam_update_if(finite, adam_grads)
             valid = tf.reduce_all(tf.stack([finite] + [q.is_valid() for q in qs]))
             for v, old in zip(q_vars, before):
                 v.assign(tf.where(valid, v, old))
@@ -375,12 +379,7 @@ def train(
                 hyper_grads = tape2.gradient(loss_at, adam_vars)
             # never feed Adam a non-finite loss or gradient: the iteration fails instead
             accepted = tf.logical_and(accepted, _all_finite([loss_at] + list(hyper_grads)))
-            if tf.executing_eagerly():
-                if bool(accepted):
-                    adam_update(hyper_grads)
-            else:
-                tf.cond(accepted, lambda: (adam_update(hyper_grads), tf.constant(True))[1],
-                        lambda: tf.constant(False))
+            adam_update_if(accepted, hyper_grads)
         step_counter.assign_add(1)
         return loss, accepted, natgrad.last_gamma.read_value(), natgrad.last_rejections.read_value()
 
