@@ -1,4 +1,5 @@
-# The two commands of the README: `make demo` and `make test`; `make docs` builds the documentation.
+# The two commands of the README: `make demo` and `make test` (which also builds the docs, in
+# tests/test_docs.py); `make docs` builds the documentation.
 # Both create .venv with python3 if it is missing and install gpnat into it.
 PYTHON ?= python3
 VENV ?= .venv
@@ -23,7 +24,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m gpnat.demo --out demo-output
 
-test: $(STAMP)
+test: $(STAMP) $(DOCS_STAMP)
 	$(PY) -m pytest -q tests
 
 $(DOCS_STAMP): setup.py | $(PY)
