@@ -146,7 +146,7 @@ def test_local_uci_file_shapes(name, isolated_env):
     if not path.is_file():
         pytest.skip(f"{path} is not present locally")
 
-    assert find_uci_file(name, download=False) == path
+    assert find_uci_file(name, download=False).resolve() == path.resolve()
     X, y = load_uci(name, data_dir=SHARED_UCI_DIR, download=False)
     assert X.shape == (n, cols - 1 - len(drop))
     assert y.shape == (n, 1)
