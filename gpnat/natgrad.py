@@ -27,14 +27,14 @@ Gaussian (not finite, covariance not positive definite), γ is halved, up to
 ``max_tries`` proposals, and if none is valid the step is rejected and q(u)
 keeps its previous value exactly.
 """
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, List, Sequence
 
 import gpflow
 import tensorflow as tf
 
 from .parametrisations import Parametrisation
 from .schedules import Schedule, as_schedule, check_gamma
-from .variational import VariationalGaussian, as_list
+from .variational import as_list
 
 __all__ = ["NaturalGradient", "NaturalGradientError", "natural_gradient", "jvp_by_reverse_twice"]
 

@@ -2,9 +2,7 @@
 import gpflow
 import numpy as np
 import pytest
-import tensorflow as tf
 
-import gpnat
 from gpnat.parametrisations import PARAMETRISATIONS
 
 gpflow.config.set_default_float(np.float64)

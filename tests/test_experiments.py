@@ -9,16 +9,14 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-import gpnat
 from gpnat.experiments import common, report
 from gpnat.experiments.common import COUNTERS, Method, cell_path, load_problem, run_cell, train_with_trace
 from gpnat.experiments.conjugate import ConjugateSettings
-from gpnat.experiments.ill_conditioning import IllConditioningSettings, run_ill_conditioning
+from gpnat.experiments.ill_conditioning import IllConditioningSettings
 from gpnat.experiments.nonconjugate import NonConjugateSettings, run_nonconjugate
 
 HAVE_BOSTON = common.uci_available("boston")

@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from hypothesis import given, settings, strategies as st
-from hypothesis.extra import numpy as hnp
 
 from gpnat import gaussian
 

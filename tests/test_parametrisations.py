@@ -5,7 +5,6 @@ import tensorflow as tf
 from hypothesis import given, settings, strategies as st
 
 import gpnat
-from gpnat import gaussian
 from gpnat.parametrisations import PARAMETRISATIONS, get_parametrisation
 
 from .conftest import random_meanchol

@@ -1,5 +1,4 @@
 """gpnat.train: modes, compiled iteration, safe steps, checkpoints, progress and History."""
-import os
 
 import gpflow
 import numpy as np

@@ -131,7 +131,9 @@ class SVGP(GPModel, ExternalDataTrainingLossMixin):
     @check_shapes("return: []")
     def prior_kl(self) -> tf.Tensor:
         """KL[q(u) ‖ p(u)], by gpflow's ``prior_kl`` on the mean/Cholesky view."""
-        q_mu, q_sqrt = self.q.mean_cholesky()
+        return self._prior_kl(*self.q.mean_cholesky())
+
+    def _prior_kl(self, q_mu, q_sqrt) -> tf.Tensor:
         return kullback_leiblers.prior_kl(
             self.inducing_variable, self.kernel, q_mu, q_sqrt, whiten=self.whiten
         )
@@ -145,10 +147,8 @@ class SVGP(GPModel, ExternalDataTrainingLossMixin):
         r"""The evidence lower bound for data (X ``[B, D]``, Y ``[B, P]``), scaled by N / B."""
         X, Y = self._as_default_float(*data)
         self._check_inputs(X, Y)
-        q_mu, q_sqrt = self.q.mean_cholesky()
-        kl = kullback_leiblers.prior_kl(
-            self.inducing_variable, self.kernel, q_mu, q_sqrt, whiten=self.whiten
-        )
+        q_mu, q_sqrt = self.q.mean_cholesky()  # converted once, used by the KL and q(f)
+        kl = self._prior_kl(q_mu, q_sqrt)
         f_mean, f_var = self._conditional(X, q_mu, q_sqrt, full_cov=False, full_output_cov=False)
         var_exp = self.likelihood.variational_expectations(X, f_mean, f_var, Y)
         if self.num_data is not None:
