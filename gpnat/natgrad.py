@@ -27,16 +27,25 @@ Gaussian (not finite, covariance not positive definite), γ is halved, up to
 ``max_tries`` proposals, and if none is valid the step is rejected and q(u)
 keeps its previous value exactly.
 """
-from typing import Callable, List, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import gpflow
 import tensorflow as tf
 
-from .parametrisations import Parametrisation
+from .parametrisations import Natural, Parametrisation, get_parametrisation
 from .schedules import Schedule, as_schedule, check_gamma
 from .variational import as_list
 
-__all__ = ["NaturalGradient", "NaturalGradientError", "natural_gradient", "jvp_by_reverse_twice"]
+__all__ = [
+    "NaturalGradient",
+    "NaturalGradientError",
+    "natural_gradient",
+    "expectation_gradient",
+    "natural_tangent",
+    "natural_direction",
+    "convert",
+    "jvp_by_reverse_twice",
+]
 
 
 class NaturalGradientError(RuntimeError):
@@ -76,20 +85,76 @@ def jvp_by_reverse_twice(
     return jvps
 
 
+def expectation_gradient(
+    parametrisation: Parametrisation,
+    xi: Sequence[tf.Tensor],
+    grads: Sequence[tf.Tensor],
+    closed_form: bool = True,
+) -> List[tf.Tensor]:
+    r"""∂L/∂η = (∂ξ/∂η)ᵀ ∇_ξ L from the ordinary gradient in the stored coordinates ξ.
+
+    This is the natural gradient in natural coordinates θ. Reverse mode through
+    η -> ξ, or the parametrisation's closed form
+    (:meth:`~gpnat.parametrisations.Parametrisation.expectation_gradient`).
+
+    :param xi: (ξ₁ [M, L], ξ₂ [L, M, M]); ``grads``: ∇_ξ L, same shapes.
+    :return: (∂L/∂η₁ [M, L], ∂L/∂η₂ [L, M, M]).
+    """
+    xi = [tf.convert_to_tensor(x) for x in xi]
+    grads = _zeros_for_none(grads, xi)
+    if closed_form:
+        known = parametrisation.expectation_gradient(*xi, *grads)
+        if known is not None:
+            return list(known)
+    eta = list(parametrisation.to_expectation(*xi))
+    with tf.GradientTape() as tape:
+        tape.watch(eta)
+        xi_of_eta = list(parametrisation.from_expectation(*eta))
+    return tape.gradient(
+        xi_of_eta, eta, output_gradients=grads,
+        unconnected_gradients=tf.UnconnectedGradients.ZERO,
+    )
+
+
+def natural_tangent(
+    parametrisation: Parametrisation,
+    xi: Sequence[tf.Tensor],
+    v: Sequence[tf.Tensor],
+    closed_form: bool = True,
+) -> List[tf.Tensor]:
+    r"""(∂ξ/∂θ) v: how the coordinates ξ move when θ moves along v.
+
+    Forward mode as reverse mode twice through θ -> ξ, or the
+    parametrisation's closed form
+    (:meth:`~gpnat.parametrisations.Parametrisation.natural_tangent`).
+    With v = ∂L/∂η this is the natural gradient in ξ.
+    """
+    xi = [tf.convert_to_tensor(x) for x in xi]
+    if parametrisation.is_natural:  # ∂ξ/∂θ = I
+        return list(v)
+    if closed_form:
+        known = parametrisation.natural_tangent(*xi, *v)
+        if known is not None:
+            return list(known)
+    theta = parametrisation.to_natural(*xi)
+    return jvp_by_reverse_twice(parametrisation.from_natural, theta, v)
+
+
 def natural_gradient(
     parametrisation: Parametrisation,
     xi: Sequence[tf.Tensor],
     grads: Sequence[tf.Tensor],
     closed_form: bool = True,
 ) -> List[tf.Tensor]:
-    r"""natgrad_ξ = (∂ξ/∂θ)(∂L/∂η) from the ordinary gradient ∇_ξ L.
+    r"""natgrad_ξ = (∂ξ/∂θ)(∂L/∂η) from the ordinary gradient ∇_ξ L, in the stored coordinates.
 
     :param parametrisation: the coordinates ξ are stored in.
     :param xi: current (ξ₁ [M, L], ξ₂ [L, M, M]).
     :param grads: ∇_ξ L, same shapes (``None`` counts as zero).
-    :param closed_form: use the parametrisation's closed form when it has one
-        (:meth:`~gpnat.parametrisations.Parametrisation.natural_gradient`);
-        ``False`` always takes the automatic route below.
+    :param closed_form: use the parametrisation's closed forms when it has them
+        (:meth:`~gpnat.parametrisations.Parametrisation.natural_gradient`, or
+        the two factors below); ``False`` always takes the automatic route:
+        :func:`expectation_gradient` then :func:`natural_tangent`.
     :return: natgrad_ξ, same shapes as ``xi``.
     """
     xi = [tf.convert_to_tensor(x) for x in xi]
@@ -98,33 +163,69 @@ def natural_gradient(
         known = parametrisation.natural_gradient(*xi, *grads)
         if known is not None:
             return list(known)
-    eta = list(parametrisation.to_expectation(*xi))
-    with tf.GradientTape() as tape:
-        tape.watch(eta)
-        xi_of_eta = list(parametrisation.from_expectation(*eta))
-    dL_deta = tape.gradient(
-        xi_of_eta, eta, output_gradients=grads,
-        unconnected_gradients=tf.UnconnectedGradients.ZERO,
-    )
-    if parametrisation.is_natural:  # ∂ξ/∂θ = I
-        return dL_deta
-    theta = parametrisation.to_natural(*xi)
-    return jvp_by_reverse_twice(parametrisation.from_natural, theta, dL_deta)
+    dL_deta = expectation_gradient(parametrisation, xi, grads, closed_form)
+    return natural_tangent(parametrisation, xi, dL_deta, closed_form)
+
+
+def convert(source: Parametrisation, target: Parametrisation, xi: Sequence[tf.Tensor]):
+    """The same q(u) in ``target``'s coordinates (through θ when either side is natural)."""
+    if source == target:
+        return tuple(xi)
+    if target.is_natural:
+        return target.from_natural(*source.to_natural(*xi))
+    if source.is_natural:
+        return target.from_natural(*xi)
+    return target.from_meanchol(*source.to_meanchol(*xi))
+
+
+def natural_direction(
+    storage: Parametrisation,
+    xi: Sequence[tf.Tensor],
+    grads: Sequence[tf.Tensor],
+    coordinates: Optional[Parametrisation] = None,
+    closed_form: bool = True,
+):
+    r"""The point and the natural gradient of a step taken in ``coordinates``.
+
+    q(u) is stored as ξ in ``storage`` and ∇_ξ L is known. The step is taken in
+    coordinates ζ (default: the storage's own): ζ ← ζ − γ (∂ζ/∂θ)(∂L/∂η).
+
+    :return: (ζ, natgrad_ζ), each a pair (ζ₁ [M, L], ζ₂ [L, M, M]).
+    """
+    coordinates = storage if coordinates is None else coordinates
+    point = storage.canonical(*xi)
+    if coordinates == storage:
+        return point, natural_gradient(storage, point, grads, closed_form)
+    dL_deta = expectation_gradient(storage, point, grads, closed_form)
+    zeta = coordinates.canonical(*convert(storage, coordinates, point))
+    return zeta, natural_tangent(coordinates, zeta, dL_deta, closed_form)
 
 
 class NaturalGradient(tf.Module):
-    r"""Natural-gradient descent on one or several q(u): ξ ← ξ − γₜ natgrad_ξ.
+    r"""Natural-gradient descent on one or several q(u): ζ ← ζ − γₜ natgrad_ζ.
+
+    The step is taken in coordinates ζ (``coordinates``), whatever coordinates
+    ξ q(u) is stored in: storage ξ -> ζ, step, ζ -> storage ξ. The direction is
+    the same for every choice of ζ (−∂L/∂η in θ to first order); the
+    coordinates decide where a finite step lands.
 
     :param gamma: a positive finite step size, or a schedule (any callable
         step t -> γ, see :mod:`gpnat.schedules`), evaluated at t = 1, 2, ...
+    :param coordinates: the coordinates ζ of the step: any
+        :class:`~gpnat.parametrisations.Parametrisation` (instance, class or
+        name). Default :class:`~gpnat.parametrisations.Natural`: a step of
+        γ = 1 on a Gaussian likelihood lands on the optimal q(u) (the SGPR
+        bound) from any start, whatever the storage, as gpflow's ``XiNat``.
+        ``None`` steps in each q(u)'s storage coordinates. The default was
+        chosen by ``benchmarks/bench_robustness.py`` (see ROBUSTNESS.md).
     :param max_tries: a proposed step that would leave q(u) invalid is retried
-        with γ halved, up to this many proposals in all (default 16, down to γ/2¹⁵); if none is valid the
-        step is rejected (q(u) is unchanged) and :class:`NaturalGradientError`
-        is raised.
-    :param closed_form: use a parametrisation's closed-form natural gradient
-        where it has one (MeanCholesky, Natural, Expectation: matrix products
-        instead of differentiating conversions); ``False`` always takes the
-        automatic reverse-mode route, which gives the same result.
+        with γ halved, up to this many proposals in all (default 16, down to
+        γ/2¹⁵); if none is valid the step is rejected (q(u) is unchanged) and
+        :meth:`minimize` raises :class:`NaturalGradientError`.
+    :param closed_form: use a parametrisation's closed forms where it has them
+        (matrix products and triangular solves instead of differentiating
+        conversions); ``False`` always takes the automatic reverse-mode route,
+        which gives the same result.
 
     State (``tf.Variable`` s, so it can be checkpointed): ``iterations`` (the
     step counter t of the schedule), and, for the last step, ``last_gamma``
@@ -139,7 +240,13 @@ class NaturalGradient(tf.Module):
     """
 
     def __init__(
-        self, gamma=1.0, *, max_tries: int = 16, closed_form: bool = True, name: str = "natural_gradient"
+        self,
+        gamma=1.0,
+        *,
+        coordinates: Optional[Parametrisation] = Natural(),
+        max_tries: int = 16,
+        closed_form: bool = True,
+        name: str = "natural_gradient",
     ):
         if not callable(gamma):
             check_gamma(gamma)
@@ -147,6 +254,9 @@ class NaturalGradient(tf.Module):
             raise ValueError(f"max_tries must be a positive integer, got {max_tries!r}")
         super().__init__(name=name)
         self.gamma: Schedule = as_schedule(gamma)
+        self.coordinates: Optional[Parametrisation] = (
+            None if coordinates is None else get_parametrisation(coordinates)
+        )
         self.max_tries = int(max_tries)
         self.closed_form = bool(closed_form)
         dtype = gpflow.default_float()
@@ -160,9 +270,10 @@ class NaturalGradient(tf.Module):
         )
 
     def __repr__(self) -> str:
+        coordinates = "None (storage)" if self.coordinates is None else repr(self.coordinates)
         return (
-            f"NaturalGradient(gamma={self.gamma!r}, max_tries={self.max_tries}, "
-            f"closed_form={self.closed_form})"
+            f"NaturalGradient(gamma={self.gamma!r}, coordinates={coordinates}, "
+            f"max_tries={self.max_tries}, closed_form={self.closed_form})"
         )
 
     # ----------------------------------------------------------------- public
@@ -182,8 +293,11 @@ class NaturalGradient(tf.Module):
         self._raise_if_rejected(accepted)
         return loss
 
-    def apply_gradients(self, q, grads: Sequence[tf.Tensor]) -> tf.Tensor:
-        """Step q(u) given ∇_ξ L for the variables of each q in order (``q.xi``).
+    def apply_gradients(self, q, grads: Sequence[tf.Tensor], scale=None) -> tf.Tensor:
+        """Step q(u) given ∇_ξ L for the stored variables of each q in order (``q.xi``).
+
+        :param scale: optional positive factor on the schedule's γ (used by
+            :func:`gpnat.train` to keep γ lower after a recovery).
 
         Does not raise on rejection: returns a scalar bool tensor, True when a
         valid step was applied (also stored in ``last_accepted``). Used by
@@ -191,40 +305,62 @@ class NaturalGradient(tf.Module):
         """
         qs = as_list(q)
         step = self.iterations + 1
-        gamma = tf.cast(self.gamma(step), gpflow.default_float())
+        dtype = gpflow.default_float()
+        gamma = tf.cast(self.gamma(step), dtype)
         self._check_gamma_value(gamma)
+        if scale is not None:
+            gamma = gamma * tf.cast(scale, dtype)
 
         olds = [tuple(tf.convert_to_tensor(v) for v in qi.xi) for qi in qs]
-        xis = [qi.parametrisation.canonical(*old) for qi, old in zip(qs, olds)]
-        directions = []
-        offset = 0
-        for qi, xi in zip(qs, xis):
-            directions.append(
-                natural_gradient(qi.parametrisation, xi, grads[offset:offset + 2], self.closed_form)
-            )
-            offset += 2
+        steps = [
+            self._step_function(qi.parametrisation, old, grads[2 * i:2 * i + 2])
+            for i, (qi, old) in enumerate(zip(qs, olds))
+        ]
 
-        def proposal(g):
-            return [[x - g * d for x, d in zip(xi, ds)] for xi, ds in zip(xis, directions)]
+        def proposal(g):  # the new stored values of every q, flattened
+            return [t for step_fn in steps for t in step_fn(g)]
 
-        def valid_at(g):
-            checks = [qi.parametrisation.is_valid(*new) for qi, new in zip(qs, proposal(g))]
+        def valid(new):
+            checks = [qi.parametrisation.is_valid(*new[2 * i:2 * i + 2]) for i, qi in enumerate(qs)]
             return tf.reduce_all(tf.stack(checks))
 
-        tries, gamma_used, accepted = tf.while_loop(
-            lambda k, g, ok: tf.logical_and(tf.logical_not(ok), k < self.max_tries),
-            lambda k, g, ok: (k + 1, 0.5 * g, valid_at(0.5 * g)),
-            (tf.constant(1, tf.int64), gamma, valid_at(gamma)),
+        first = proposal(gamma)
+        tries, gamma_used, accepted, new = tf.while_loop(
+            lambda k, g, ok, new: tf.logical_and(tf.logical_not(ok), k < self.max_tries),
+            lambda k, g, ok, new: (k + 1, 0.5 * g, *self._checked(proposal(0.5 * g), valid)),
+            (tf.constant(1, tf.int64), gamma, valid(first), first),
             maximum_iterations=self.max_tries,
         )
-        for qi, old_values, new in zip(qs, olds, proposal(gamma_used)):
-            for variable, old, value in zip(qi.xi, old_values, new):
-                variable.assign(tf.where(accepted, value, old))
+        variables = [v for qi in qs for v in qi.xi]
+        old_values = [t for old in olds for t in old]
+        for variable, old, value in zip(variables, old_values, new):
+            variable.assign(tf.where(accepted, value, old))
         self.iterations.assign_add(1)
         self.last_gamma.assign(tf.where(accepted, gamma_used, tf.zeros_like(gamma_used)))
         self.last_rejections.assign(tf.where(accepted, tries - 1, tries))
         self.last_accepted.assign(accepted)
         return accepted
+
+    @staticmethod
+    def _checked(new, valid):
+        return valid(new), new
+
+    def _step_function(self, storage: Parametrisation, xi, grads):
+        """γ -> new stored coordinates for a step in ``self.coordinates`` (closed form if known)."""
+        grads = _zeros_for_none(grads, xi)
+        coordinates = storage if self.coordinates is None else self.coordinates
+        point = storage.canonical(*xi)
+        if self.closed_form and coordinates != storage:
+            known = storage.natural_step(coordinates, *point, *grads)
+            if known is not None:
+                return known
+        zeta, direction = natural_direction(storage, point, grads, coordinates, self.closed_form)
+
+        def step(gamma):
+            stepped = [z - gamma * d for z, d in zip(zeta, direction)]
+            return convert(coordinates, storage, stepped)
+
+        return step
 
     def rejection_reason(self) -> str:
         """Why a step was rejected, and what to try instead (used in error messages)."""
@@ -235,8 +371,8 @@ class NaturalGradient(tf.Module):
         return (
             f"{tries} left q(u) invalid (non-finite, or covariance not positive definite); q(u) "
             "keeps its last valid state. Try a smaller gamma, a warm-up schedule "
-            "(gpnat.schedules.LogLinear or IncreasingRate), a larger max_tries, or the "
-            "MeanCholesky parametrisation."
+            "(gpnat.schedules.LogLinear or IncreasingRate), a larger max_tries, or "
+            "gpnat.train, which rolls back and recovers."
         )
 
     # ---------------------------------------------------------------- helpers

@@ -88,6 +88,32 @@ class Parametrisation:
         """
         return None
 
+    def expectation_gradient(self, xi_1, xi_2, grad_1, grad_2) -> Optional[Pair]:
+        """∂L/∂η from the ordinary gradient ∇_ξ L, in closed form if known; else ``None``.
+
+        ∂L/∂η = (∂ξ/∂η)ᵀ ∇_ξ L is the natural gradient in natural coordinates.
+        ``None`` makes :func:`gpnat.natgrad.expectation_gradient` take reverse
+        mode through η -> ξ instead.
+        """
+        return None
+
+    def natural_tangent(self, xi_1, xi_2, v_1, v_2) -> Optional[Pair]:
+        """(∂ξ/∂θ) v, the tangent of θ -> ξ in direction v, in closed form if known; else ``None``.
+
+        ``None`` makes :func:`gpnat.natgrad.natural_tangent` take reverse mode
+        twice through θ -> ξ instead.
+        """
+        return None
+
+    def natural_step(self, coordinates: "Parametrisation", xi_1, xi_2, grad_1, grad_2):
+        """A closed-form step taken in ``coordinates`` from these stored coordinates, if known.
+
+        Returns ``None`` (the optimizer then converts, steps and converts back)
+        or a function γ -> new stored (ξ₁, ξ₂) equal to that route. Only an
+        optimisation: the test battery checks it against the general route.
+        """
+        return None
+
     def is_valid(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> tf.Tensor:
         """Scalar bool tensor: do these coordinates describe a proper Gaussian?
 
@@ -152,6 +178,73 @@ class MeanCholesky(Parametrisation):
         nat_m = gaussian._batch_to_col(tf.linalg.matmul(L, Lt_g))
         return nat_m, nat_L
 
+    def expectation_gradient(self, xi_1, xi_2, grad_1, grad_2) -> Pair:
+        r"""Closed form: ∂L/∂η₂ = ∇_S = ½ L⁻ᵀ (P + Pᵀ) L⁻¹,  ∂L/∂η₁ = ∇_m − 2 ∇_S m.
+
+        P = Φ(Lᵀ ∇_L L) as in :meth:`natural_gradient`; this is the Cholesky's
+        reverse-mode rule for L = chol(η₂ − η₁η₁ᵀ): two triangular solves.
+        """
+        L = tf.linalg.band_part(xi_2, -1, 0)
+        grad_L = tf.linalg.band_part(grad_2, -1, 0)
+        P = _phi(tf.linalg.matmul(L, grad_L, transpose_a=True))
+        A = tf.linalg.triangular_solve(L, P + tf.linalg.adjoint(P), lower=True, adjoint=True)  # L⁻ᵀ(P+Pᵀ)
+        grad_S = 0.5 * tf.linalg.adjoint(
+            tf.linalg.triangular_solve(L, tf.linalg.adjoint(A), lower=True, adjoint=True)
+        )  # ½ L⁻ᵀ (P+Pᵀ) L⁻¹, symmetric
+        grad_S = gaussian.symmetrise(grad_S)
+        m = gaussian._col_to_batch(xi_1)
+        v1 = gaussian._col_to_batch(grad_1) - 2.0 * tf.linalg.matmul(grad_S, m)
+        return gaussian._batch_to_col(v1), grad_S
+
+    def natural_step(self, coordinates, xi_1, xi_2, grad_1, grad_2):
+        r"""Closed form of a step in natural coordinates, stored as (m, L).
+
+        With Q = P + Pᵀ, P = Φ(Lᵀ ∇_L L) (so that 2 ∂L/∂η₂ = L⁻ᵀ Q L⁻¹), the new
+        precision is Λ' = Λ + 2γ ∂L/∂η₂ = L⁻ᵀ (I + γQ) L⁻¹. With
+        (I + γQ)⁻¹ = R Rᵀ (:func:`~gpnat.gaussian.reverse_cholesky`), the new
+        factor is L' = L R (a product of lower triangles) and the new mean is
+        m' = L' Rᵀ t with t = Lᵀθ₁' = L⁻¹m − γ (Lᵀ∇_m − Q L⁻¹m).
+        Per γ: one Cholesky and one triangular solve. If I + γQ is
+        not positive definite the result is NaN, so the proposal is invalid.
+        """
+        if not coordinates.is_natural:
+            return None
+        L = tf.linalg.band_part(xi_2, -1, 0)
+        grad_L = tf.linalg.band_part(grad_2, -1, 0)
+        P = _phi(tf.linalg.matmul(L, grad_L, transpose_a=True))
+        Q = P + tf.linalg.adjoint(P)
+        m = gaussian._col_to_batch(xi_1)
+        a = tf.linalg.triangular_solve(L, m, lower=True)  # L⁻¹ m = Lᵀ θ₁
+        c = tf.linalg.matmul(L, gaussian._col_to_batch(grad_1), transpose_a=True) - tf.linalg.matmul(Q, a)
+        eye = tf.eye(tf.shape(L)[-1], batch_shape=tf.shape(L)[:-2], dtype=L.dtype)
+        flip = lambda A: tf.reverse(A, axis=[-2])  # noqa: E731  (J A: rows reversed)
+        JLt = flip(tf.linalg.adjoint(L))
+
+        def step(gamma):
+            # R = J U⁻ᵀ J with U = chol(J (I + γQ) J), so L' = L R = (J U⁻¹ J Lᵀ)ᵀ and
+            # Rᵀ t = J U⁻¹ J t: two triangular solves against U, no explicit R
+            U = tf.linalg.cholesky(tf.reverse(eye + gamma * Q, axis=[-2, -1]))
+            L_new = tf.linalg.adjoint(flip(tf.linalg.triangular_solve(U, JLt, lower=True)))
+            Rt_t = flip(tf.linalg.triangular_solve(U, flip(a - gamma * c), lower=True))
+            m_new = tf.linalg.matmul(L_new, Rt_t)
+            return gaussian._batch_to_col(m_new), tf.linalg.band_part(L_new, -1, 0)
+
+        return step
+
+    def natural_tangent(self, xi_1, xi_2, v_1, v_2) -> Pair:
+        r"""Closed form: dm = S v₁ + 2 S v₂ m,  dL = 2 L Φ(Lᵀ v₂ L) (v₂ symmetrised).
+
+        From S = (−2θ₂)⁻¹: dS = 2 S v₂ S, m = S θ₁, and the Cholesky's tangent
+        dL = L Φ(L⁻¹ dS L⁻ᵀ), whose solves cancel against S = L Lᵀ.
+        """
+        L = tf.linalg.band_part(xi_2, -1, 0)
+        v2 = gaussian.symmetrise(v_2)
+        m = gaussian._col_to_batch(xi_1)
+        inner = gaussian._col_to_batch(v_1) + 2.0 * tf.linalg.matmul(v2, m)
+        dm = tf.linalg.matmul(L, tf.linalg.matmul(L, inner, transpose_a=True))
+        dL = 2.0 * tf.linalg.matmul(L, _phi(tf.linalg.matmul(L, tf.linalg.matmul(v2, L), transpose_a=True)))
+        return gaussian._batch_to_col(dm), dL
+
 
 class Natural(Parametrisation):
     """ξ = θ: θ₁ = S⁻¹m ``[M, L]``, θ₂ = −½S⁻¹ ``[L, M, M]``.
@@ -183,7 +276,15 @@ class Natural(Parametrisation):
         # −2θ₂ must be positive definite: one Cholesky, no inverse needed
         return gaussian.is_valid_cholesky(xi_1, tf.linalg.cholesky(-2.0 * gaussian.symmetrise(xi_2)))
 
+    def natural_tangent(self, xi_1, xi_2, v_1, v_2) -> Pair:
+        """∂θ/∂θ = I."""
+        return v_1, v_2
+
     def natural_gradient(self, xi_1, xi_2, grad_1, grad_2) -> Pair:
+        """In natural coordinates the natural gradient is ∂L/∂η (:meth:`expectation_gradient`)."""
+        return self.expectation_gradient(xi_1, xi_2, grad_1, grad_2)
+
+    def expectation_gradient(self, xi_1, xi_2, grad_1, grad_2) -> Pair:
         r"""Closed form of ∂L/∂η, the reverse-mode rule of η -> θ written out.
 
         With P = −2θ₂ = S⁻¹, m = P⁻¹θ₁ and G = sym(∇_θ₁ mᵀ) − ½ sym(∇_θ₂):
@@ -223,16 +324,24 @@ class Expectation(Parametrisation):
     def to_natural(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
         return gaussian.expectation_to_natural(xi_1, xi_2)
 
-    def natural_gradient(self, xi_1, xi_2, grad_1, grad_2) -> Pair:
-        r"""Closed form of (∂η/∂θ) ∇_η L, the tangent of θ -> η written out.
+    def expectation_gradient(self, xi_1, xi_2, grad_1, grad_2) -> Pair:
+        """ξ = η: ∂L/∂η is the gradient itself (symmetrised, as η₂ is read symmetrised)."""
+        return grad_1, gaussian.symmetrise(grad_2)
 
-        With S = η₂ − mmᵀ, v = (∇_η₁, sym ∇_η₂): dS = 2 S v₂ S,
+    def natural_gradient(self, xi_1, xi_2, grad_1, grad_2) -> Pair:
+        """(∂η/∂θ) ∇_η L: :meth:`natural_tangent` applied to :meth:`expectation_gradient`."""
+        return self.natural_tangent(xi_1, xi_2, *self.expectation_gradient(xi_1, xi_2, grad_1, grad_2))
+
+    def natural_tangent(self, xi_1, xi_2, v_1, v_2) -> Pair:
+        r"""Closed form of (∂η/∂θ) v, the tangent of θ -> η written out.
+
+        With S = η₂ − mmᵀ and v₂ symmetrised: dS = 2 S v₂ S,
         dm = S v₁ + 2 S v₂ m and dη₂ = dS + dm mᵀ + m dmᵀ. Matrix products only.
         """
         m = gaussian._col_to_batch(xi_1)
         S = gaussian.symmetrise(xi_2) - tf.linalg.matmul(m, m, transpose_b=True)
-        v1 = gaussian._col_to_batch(grad_1)
-        v2 = gaussian.symmetrise(grad_2)
+        v1 = gaussian._col_to_batch(v_1)
+        v2 = gaussian.symmetrise(v_2)
         S_v2 = tf.linalg.matmul(S, v2)
         dS = 2.0 * tf.linalg.matmul(S_v2, S)
         dm = tf.linalg.matmul(S, v1) + 2.0 * tf.linalg.matmul(S_v2, m)

@@ -75,18 +75,55 @@ def test_every_parametrisation_converges_to_the_sgpr_bound(rng, parametrisation,
     assert opt.iterations.numpy() == 80
 
 
-def _natural_change_rate(model, data, gamma):
+COORDINATES = [None] + [cls() for cls in gpnat.parametrisations.PARAMETRISATIONS.values()]
+COORDINATE_IDS = ["storage"] + [f"step-in-{cls.__name__}" for cls in gpnat.parametrisations.PARAMETRISATIONS.values()]
+
+
+@pytest.mark.parametrize("coordinates", COORDINATES, ids=COORDINATE_IDS)
+@pytest.mark.parametrize("whiten", [True, False], ids=["whitened", "unwhitened"])
+@pytest.mark.parametrize("L", [1, 3])
+def test_default_model_and_optimizer_are_exact_in_one_step(rng, whiten, L, coordinates):
+    """A default-built SVGP and the default NaturalGradient(1.0) land on the SGPR bound in one step."""
+    X, Y = regression_data(rng, N=30, L=L)
+    Z = X[:M].copy()
+    kernel = make_kernel()
+    model = gpnat.SVGP(kernel, gpflow.likelihoods.Gaussian(0.1), Z, num_latent_gps=L, whiten=whiten)
+    sgpr = gpflow.models.SGPR((X, Y), kernel, Z, noise_variance=0.1)
+    assert isinstance(model.parametrisation, gpnat.MeanCholesky)
+    assert abs(model.elbo((X, Y)) - sgpr.elbo()) > 1.0
+    opt = gpnat.NaturalGradient(1.0)
+    assert isinstance(opt.coordinates, gpnat.Natural)
+    opt.minimize(model.training_loss_closure((X, Y), compile=False), model.q)
+    np.testing.assert_allclose(model.elbo((X, Y)), sgpr.elbo(), rtol=1e-8)
+
+
+@pytest.mark.parametrize("whiten", [True, False], ids=["whitened", "unwhitened"])
+def test_natural_coordinates_are_exact_in_one_step_from_every_storage(rng, parametrisation, whiten):
+    model, data, sgpr = _gaussian_problem(rng, L=2, whiten=whiten, noise=0.1, parametrisation=parametrisation)
+    model.q.assign_mean_cholesky(*random_meanchol(rng, M, 2))
+    for closed_form in (True, False):
+        start = [v.numpy().copy() for v in model.q.xi]
+        opt = gpnat.NaturalGradient(1.0, coordinates="natural", closed_form=closed_form)
+        opt.minimize(model.training_loss_closure(data, compile=False), model.q)
+        np.testing.assert_allclose(model.elbo(data), sgpr.elbo(), rtol=1e-8)
+        for v, b in zip(model.q.xi, start):
+            v.assign(b)
+
+
+def _natural_change_rate(model, data, gamma, coordinates=gpnat.Natural()):
     """(θ(after a step of size γ) − θ(before)) / γ, restoring q(u) afterwards."""
     before = [v.numpy().copy() for v in model.q.xi]
     theta0 = [t.numpy() for t in model.q.natural()]
-    gpnat.NaturalGradient(gamma).minimize(model.training_loss_closure(data, compile=False), model.q)
+    opt = gpnat.NaturalGradient(gamma, coordinates=coordinates)
+    opt.minimize(model.training_loss_closure(data, compile=False), model.q)
     theta1 = [t.numpy() for t in model.q.natural()]
     for v, b in zip(model.q.xi, before):
         v.assign(b)
     return [(b - a) / gamma for a, b in zip(theta0, theta1)]
 
 
-def test_every_parametrisation_moves_along_the_same_natural_direction(rng, parametrisation):
+@pytest.mark.parametrize("coordinates", COORDINATES, ids=COORDINATE_IDS)
+def test_every_storage_and_coordinates_move_along_the_same_natural_direction(rng, parametrisation, coordinates):
     """A small step changes θ by −γ ∂L/∂η, with ∂L/∂η = θ − θ* known in closed form (Gaussian)."""
     model, data, _ = _gaussian_problem(rng, L=2, parametrisation=parametrisation, noise=0.5)
     model.q.assign_mean_cholesky(*random_meanchol(rng, M, 2, scale=0.3, jitter=0.8))
@@ -94,8 +131,8 @@ def test_every_parametrisation_moves_along_the_same_natural_direction(rng, param
     theta = [t.numpy() for t in model.q.natural()]
     dL_deta = [t - s for t, s in zip(theta, theta_star)]
     gamma = 1e-5  # Richardson extrapolation removes the O(γ) term of the finite difference
-    r1 = _natural_change_rate(model, data, gamma)
-    r2 = _natural_change_rate(model, data, gamma / 2)
+    r1 = _natural_change_rate(model, data, gamma, coordinates)
+    r2 = _natural_change_rate(model, data, gamma / 2, coordinates)
     for a, b, g in zip(r1, r2, dL_deta):
         np.testing.assert_allclose(2 * b - a, -g, rtol=1e-5, atol=1e-6 * np.abs(g).max())
 
@@ -313,3 +350,48 @@ def test_closed_form_equals_automatic_route(rng, parametrisation, L):
     closed = natural_gradient(parametrisation, xi, grads, closed_form=True)
     for a, c in zip(automatic, closed):
         np.testing.assert_allclose(c, a, rtol=1e-9, atol=1e-11 * np.abs(a.numpy()).max())
+
+
+@pytest.mark.parametrize("coordinates", COORDINATES[1:], ids=COORDINATE_IDS[1:])
+@pytest.mark.parametrize("L", [1, 3])
+def test_closed_form_steps_equal_the_general_route(rng, parametrisation, coordinates, L):
+    """Every storage × coordinates step with closed forms equals convert -> autodiff step -> convert back."""
+    Mt = 6
+    X, Y = regression_data(rng, N=20, L=L)
+    Y = (Y > 0).astype(float)
+    model = gpnat.SVGP(make_kernel(), gpflow.likelihoods.Bernoulli(), X[:Mt].copy(),
+                       num_latent_gps=L, parametrisation=parametrisation)
+    model.q.assign_mean_cholesky(*random_meanchol(rng, Mt, L, scale=0.5, jitter=0.7))
+    start = [v.numpy().copy() for v in model.q.xi]
+    results = []
+    for closed_form in (True, False):
+        for v, b in zip(model.q.xi, start):
+            v.assign(b)
+        opt = gpnat.NaturalGradient(0.3, coordinates=coordinates, closed_form=closed_form)
+        opt.minimize(model.training_loss_closure((X, Y), compile=False), model.q)
+        results.append([t.numpy() for t in model.q.mean_cholesky()])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("closed_form", [True, False], ids=["closed-form", "autodiff"])
+def test_expectation_gradient_and_natural_tangent_factor_the_natural_gradient(rng, parametrisation, closed_form):
+    """natgrad_ξ = natural_tangent(expectation_gradient(∇_ξ)), each factor checked against the other route."""
+    from gpnat.natgrad import expectation_gradient, natural_tangent
+
+    Mt = 5
+    xi = [tf.constant(t) for t in parametrisation.from_meanchol(*random_meanchol(rng, Mt, 2, scale=0.6))]
+    g1, g2 = rng.normal(size=(Mt, 2)), rng.normal(size=(2, Mt, Mt))
+    grads = [tf.constant(g1), tf.constant(g2 + np.swapaxes(g2, 1, 2))]
+    dL_deta = expectation_gradient(parametrisation, xi, grads, closed_form)
+    reference = expectation_gradient(parametrisation, xi, grads, not closed_form)
+    for a, b in zip(dL_deta, reference):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11 * np.abs(b.numpy()).max())
+    composed = natural_tangent(parametrisation, xi, dL_deta, closed_form)
+    for a, b in zip(composed, natural_gradient(parametrisation, xi, grads, closed_form=False)):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11 * np.abs(b.numpy()).max())
+
+
+def test_unknown_coordinates_are_refused():
+    with pytest.raises(TypeError, match="parametrisation"):
+        gpnat.NaturalGradient(0.1, coordinates="polar")
