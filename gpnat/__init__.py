@@ -4,7 +4,7 @@ Sparse variational GPs whose q(u) is stored in a parametrisation of your
 choice, and a :class:`NaturalGradient` optimizer that steps in it, built on
 TensorFlow and gpflow (float64 by default, through gpflow's config).
 """
-from . import gaussian, parametrisations, schedules
+from . import gaussian, parametrisations, recovery, schedules
 from .models import SVGP
 from .natgrad import NaturalGradient, NaturalGradientError, natural_gradient
 from .parametrisations import (
@@ -14,6 +14,7 @@ from .parametrisations import (
     Natural,
     Parametrisation,
 )
+from .recovery import Recovery
 from .training import History, train
 from .variational import InvalidGaussianError, VariationalGaussian
 
@@ -31,9 +32,11 @@ __all__ = [
     "MeanPrecisionCholesky",
     "VariationalGaussian",
     "train",
+    "Recovery",
     "History",
     "InvalidGaussianError",
     "gaussian",
     "parametrisations",
     "schedules",
+    "recovery",
 ]

@@ -30,6 +30,7 @@ import tensorflow as tf
 from gpflow.keras import tf_keras
 
 from .natgrad import NaturalGradient, NaturalGradientError
+from .recovery import NO_RECOVERY, REASONS, Guard, Recovery, _all_finite
 from .schedules import LogLinear
 from .variational import VariationalGaussian
 
@@ -62,7 +63,10 @@ class History:
     (proposals rejected), ``time`` (wall-clock seconds since the start of
     training at the end of the iteration, excluding callbacks and checkpoint
     writing; the first iteration includes tracing and compiling the step,
-    which ``compile_time`` reports). ``mode`` names the training mode and ``num_traces`` counts how
+    which ``compile_time`` reports), ``failure`` (0, or why the iteration was
+    rolled back to the last good state: a code of :data:`gpnat.recovery.REASONS`)
+    and ``scale`` (the factor on γ and Adam's learning rate, below 1 after a
+    recovery). ``mode`` names the training mode and ``num_traces`` counts how
     often the compiled iteration was traced (1 means no retracing).
     """
 
@@ -71,9 +75,20 @@ class History:
     gamma: List[float] = field(default_factory=list)
     rejections: List[int] = field(default_factory=list)
     time: List[float] = field(default_factory=list)
+    failure: List[int] = field(default_factory=list)
+    scale: List[float] = field(default_factory=list)
     mode: str = ""
     num_traces: int = 0
     compile_time: float = 0.0
+
+    @property
+    def recoveries(self) -> int:
+        """Iterations rolled back to the last good state (``failure`` not 0)."""
+        return int(sum(1 for f in self.failure if f))
+
+    def recovered_at(self) -> List[int]:
+        """The iterations that were rolled back, each with its reason in :data:`gpnat.recovery.REASONS`."""
+        return [it for it, f in zip(self.iteration, self.failure) if f]
 
     @property
     def total_rejections(self) -> int:
@@ -93,7 +108,8 @@ class History:
     def from_json(cls, path: Union[str, Path]) -> "History":
         data = json.loads(Path(path).read_text())
         data["gamma"] = [math.nan if g is None else g for g in data["gamma"]]
-        return cls(**data)
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
     def plot(self, ax=None, x: str = "iteration", label: Optional[str] = None):
         """Draw the ELBO trace with matplotlib (optional dependency); returns the axes.
@@ -207,6 +223,17 @@ def _latest_checkpoint(directory: Path) -> Optional[Path]:
     return prefix if (directory / name).is_dir() else None
 
 
+def _remove_unfinished_saves(directory: Path) -> None:
+    """Remove the temporary folders and pointer files of saves that were killed midway."""
+    if not directory.is_dir():
+        return
+    for path in list(directory.glob(".tmp-*")) + list(directory.glob(".latest-*")):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
 def _write_checkpoint(checkpoint: tf.train.Checkpoint, directory: Path, step: int,
                       history: History, keep: int = 2) -> Path:
     """Write to a temporary folder, rename it into place, then move the 'latest' pointer."""
@@ -245,6 +272,7 @@ def train(
     checkpoint_dir: Optional[Union[str, Path]] = None,
     checkpoint_every: int = 100,
     seed: Optional[int] = None,
+    recovery: Optional[Recovery] = Recovery(),
 ) -> History:
     r"""Train ``model`` by natural gradients on q(u) and Adam on its other variables.
 
@@ -272,13 +300,20 @@ def train(
         ``checkpoint_every`` iterations (and at the end); training resumes from
         the latest checkpoint found there.
     :param seed: seed of the minibatch order (default 0).
+    :param recovery: what to do with a bad iteration (non-finite loss or
+        gradient, collapsed ELBO, no valid natural step, an Adam step that
+        leaves q(u) invalid): the default :class:`~gpnat.recovery.Recovery`
+        rolls back to the last good state (model, both optimizers), lowers γ
+        and Adam's learning rate for a while, records it in the History
+        (``failure``, ``scale``) and goes on. ``None`` rolls back and raises
+        at the first bad iteration.
     :return: a :class:`History`.
-    :raises NaturalGradientError: when no valid natural-gradient step can be made
-        (the model keeps its last valid state; the Adam step of that iteration
-        is skipped). The History so far is attached as ``error.history``.
-    :raises FloatingPointError: when the loss or a gradient for Adam is not
-        finite, or, in Adam-only training, when an Adam step would leave q(u)
-        invalid: the step is not applied (``error.history`` as above).
+    :raises NaturalGradientError: when recovery is impossible because no valid
+        natural-gradient step can be made. The model holds its last good
+        state; the History so far is attached as ``error.history``.
+    :raises FloatingPointError: when recovery is impossible for another reason
+        (the loss stays non-finite or collapsed, or Adam keeps leaving q(u)
+        invalid); the model holds its last good state (``error.history`` as above).
     """
     if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 0:
         raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}")
@@ -311,6 +346,11 @@ def train(
 
     # data
     if isinstance(data, tf.data.Dataset):
+        if getattr(model, "num_data", 0) is None:
+            raise ValueError(
+                "a tf.data.Dataset yields minibatches, so the model needs num_data = N (the "
+                "number of training points) to scale the ELBO by N / B: construct it with num_data=N"
+            )
         iterator = iter(_dataset_batches(data, batch_size, seed))
         source = None
     else:
@@ -333,55 +373,81 @@ def train(
         adam = tf_keras.optimizers.Adam(learning_rate=adam_lr)
         adam.build(adam_vars)
     step_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_iteration")
+    mode = _mode_name(natgrad, adam, fused)
+    policy = NO_RECOVERY if recovery is None else recovery
+    check_proposal = policy.check_proposal
+    if check_proposal is None:  # where it is free: the alternating Adam half evaluates there anyway
+        check_proposal = mode == "alternating"
+    if natgrad is None:
+        check_proposal = False
+    state = list(model.trainable_variables)
+    if adam is not None:
+        state += list(adam.variables)
+    if natgrad is not None:
+        state.append(natgrad.iterations)
+    guard = Guard(policy, state)
     nan = tf.constant(float("nan"), gpflow.default_float())
     zero_int = tf.constant(0, tf.int64)
 
-    def adam_update_if(condition, grads):
-        """Adam step only where ``condition`` holds (eagerly or in the compiled graph)."""
+    def when(condition, fn):
+        """Run ``fn`` only where ``condition`` holds (eagerly or in the compiled graph)."""
         if tf.executing_eagerly():
             if bool(condition):
-                adam.apply_gradients(zip(grads, adam_vars))
+                fn()
             return
-        tf.cond(
-            condition,
-            lambda: (adam.apply_gradients(zip(grads, adam_vars)), tf.constant(True))[1],
-            lambda: tf.constant(False),
-        )
+        tf.cond(condition, lambda: (fn(), tf.constant(True))[1], lambda: tf.constant(False))
+
+    def adam_step(grads):
+        adam.learning_rate.assign(tf.cast(adam_lr * guard.scale, adam.learning_rate.dtype))
+        adam.apply_gradients(zip(grads, adam_vars))
+
+    def loss_and_grads(batch, variables):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(variables)
+            loss = model.training_loss(batch)
+        return loss, tape.gradient(loss, variables)
 
     def iteration(batch_X, batch_Y):
+        """One guarded iteration; returns (loss, reason, γ used, rejections, scale)."""
         batch = (batch_X, batch_Y)
-        if natgrad is None:  # Adam only; a step that would leave q(u) invalid is undone
-            before = [tf.identity(v) for v in q_vars]
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(adam_vars)
-                loss = model.training_loss(batch)
-            adam_grads = tape.gradient(loss, adam_vars)
-            finite = _all_finite([loss] + list(adam_grads))
-            adam_update_if(finite, adam_grads)
-            valid = tf.reduce_all(tf.stack([finite] + [q.is_valid() for q in qs]))
-            for v, old in zip(q_vars, before):
-                v.assign(tf.where(valid, v, old))
-            step_counter.assign_add(1)
-            return loss, valid, nan, zero_int
-        watched = q_vars + (adam_vars if (fused and adam is not None) else [])
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(watched)
-            loss = model.training_loss(batch)
-        grads = tape.gradient(loss, watched)
-        accepted = natgrad.apply_gradients(qs, grads[: len(q_vars)])
+        if mode == "adam":
+            watched = adam_vars
+        elif mode == "fused":
+            watched = q_vars + adam_vars
+        else:
+            watched = q_vars
+        loss, grads = loss_and_grads(batch, watched)
+        reason = guard.acceptable(loss, grads)
+        when(tf.equal(reason, 0), guard.save)  # a good state: the one to come back to
+        gamma, rejections = nan, zero_int
+        if natgrad is not None:
+            accepted = natgrad.apply_gradients(qs, grads[: len(q_vars)], scale=guard.scale)
+            reason = tf.where(tf.logical_and(tf.equal(reason, 0), tf.logical_not(accepted)), 3, reason)
+            gamma, rejections = natgrad.last_gamma.read_value(), natgrad.last_rejections.read_value()
+        if mode == "adam":
+            hyper_grads = grads
+        elif mode == "fused":
+            hyper_grads = grads[len(q_vars):]
+        if mode == "alternating":  # Adam at the updated q(u)
+            loss_at, hyper_grads = loss_and_grads(batch, adam_vars)
+            fine = guard.proposal_acceptable(loss_at, loss, hyper_grads) if check_proposal else (
+                _all_finite([loss_at] + list(hyper_grads)))
+            reason = tf.where(tf.logical_and(tf.equal(reason, 0), tf.logical_not(fine)), 4, reason)
+        elif check_proposal:  # fused or natgrad-only: one more evaluation, loss only
+            fine = guard.proposal_acceptable(model.training_loss(batch), loss)
+            reason = tf.where(tf.logical_and(tf.equal(reason, 0), tf.logical_not(fine)), 4, reason)
         if adam is not None:
-            if fused:
-                hyper_grads, loss_at = grads[len(q_vars):], loss
-            else:  # alternating: Adam at the updated q(u)
-                with tf.GradientTape(watch_accessed_variables=False) as tape2:
-                    tape2.watch(adam_vars)
-                    loss_at = model.training_loss(batch)
-                hyper_grads = tape2.gradient(loss_at, adam_vars)
-            # never feed Adam a non-finite loss or gradient: the iteration fails instead
-            accepted = tf.logical_and(accepted, _all_finite([loss_at] + list(hyper_grads)))
-            adam_update_if(accepted, hyper_grads)
+            when(tf.equal(reason, 0), lambda: adam_step(hyper_grads))
+        if mode == "adam" and qs:  # only here can a step leave q(u) invalid
+            valid = tf.reduce_all(tf.stack([q.is_valid() for q in qs]))
+            reason = tf.where(tf.logical_and(tf.equal(reason, 0), tf.logical_not(valid)), 5, reason)
+        good = tf.equal(reason, 0)
+        when(tf.logical_not(good), guard.restore)
+        scale_used = guard.scale.read_value()
+        guard.update(good, loss)
         step_counter.assign_add(1)
-        return loss, accepted, natgrad.last_gamma.read_value(), natgrad.last_rejections.read_value()
+        gamma = tf.where(good, gamma, tf.zeros_like(gamma)) if natgrad is not None else gamma
+        return loss, reason, gamma, rejections, scale_used
 
     if source is not None:  # arrays: the batch is drawn inside the (compiled) iteration
         def step_fn():
@@ -397,11 +463,12 @@ def train(
             return step_fn(*next(iterator))
 
     # checkpoints: restore if there is one
-    history = History(mode=_mode_name(natgrad, adam, fused))
+    history = History(mode=mode)
     checkpoint = None
     if checkpoint_dir is not None:
         checkpoint_dir = Path(checkpoint_dir)
-        trackables = dict(model=model, step=step_counter)
+        _remove_unfinished_saves(checkpoint_dir)
+        trackables = dict(model=model, step=step_counter, recovery=guard)
         if natgrad is not None:
             trackables["natgrad"] = natgrad
         if adam is not None:
@@ -429,35 +496,19 @@ def train(
     outside = 0.0  # seconds spent in callbacks and checkpoints, not counted as training time
     try:
         for it in range(start_step + 1, iterations + 1):
-            loss, accepted, gamma, rejections = run_iteration()
+            loss, reason, gamma, rejections, scale = run_iteration()
+            reason = int(reason)
             history.iteration.append(it)
             history.elbo.append(-float(loss))
             history.gamma.append(float(gamma))
             history.rejections.append(int(rejections))
+            history.failure.append(reason)
+            history.scale.append(float(scale))
             history.time.append(time_offset + time.perf_counter() - t0 - outside)
             if it == start_step + 1 and compile:
                 history.compile_time = history.time[-1] - time_offset
-            if not bool(accepted):
-                if natgrad is None:
-                    error = FloatingPointError(
-                        f"iteration {it}: the Adam step met a non-finite loss or gradient, or would "
-                        "have left q(u) invalid (non-finite, or covariance not positive definite) in "
-                        f"{[q.parametrisation for q in qs]}; the step was not applied (q(u) keeps "
-                        "its last valid state). Use a smaller adam_lr, the MeanCholesky "
-                        "parametrisation, or natural gradients for q(u)."
-                    )
-                elif natgrad.last_accepted.numpy():
-                    error = FloatingPointError(
-                        f"iteration {it}: the loss or the hyperparameter gradient is not finite "
-                        f"(ELBO estimate {history.elbo[-1]:.4g}); the Adam step was skipped. The "
-                        "natural-gradient steps have probably diverged: try a smaller gamma or a "
-                        "warm-up schedule (gpnat.schedules.LogLinear or IncreasingRate)."
-                    )
-                else:
-                    error = NaturalGradientError(
-                        f"iteration {it}: no valid natural-gradient step: "
-                        f"{natgrad.rejection_reason()} The Adam step of this iteration was skipped too."
-                    )
+            if reason and int(guard.consecutive.numpy()) >= policy.max_consecutive:
+                error = _training_error(it, reason, recovery, policy, natgrad, qs, history)
                 error.history = history
                 raise error
             if bar is not None:
@@ -465,6 +516,8 @@ def train(
                 postfix = {"elbo": f"{history.elbo[-1]:.4g}"}
                 if natgrad is not None:
                     postfix["gamma"] = f"{history.gamma[-1]:.3g}"
+                if history.recoveries:
+                    postfix["recovered"] = history.recoveries
                 bar.set_postfix(postfix, refresh=False)
             t_outside = time.perf_counter()
             for callback in callbacks:
@@ -480,8 +533,33 @@ def train(
     return history
 
 
-def _all_finite(tensors) -> tf.Tensor:
-    return tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(t)) for t in tensors if t is not None]))
+def _training_error(it, reason, recovery, policy, natgrad, qs, history) -> Exception:
+    """The error raised when recovery is impossible (or disabled), naming what failed."""
+    what = REASONS[reason]
+    if recovery is None:
+        tried = "recovery is off (recovery=None), so training stops at the first bad iteration"
+    else:
+        tried = (
+            f"{policy.max_consecutive} iterations in a row were rolled back, with gamma and "
+            f"Adam's learning rate lowered to {history.scale[-1] * policy.backoff:.3g} of their values"
+        )
+    state = "the model holds its last good state (every variable and optimizer slot as it was)"
+    if reason == 3:
+        return NaturalGradientError(
+            f"iteration {it}: no valid natural-gradient step: {natgrad.rejection_reason()} "
+            f"{tried}; {state}."
+        )
+    if reason == 5:
+        advice = (f"Use a smaller adam_lr, the MeanCholesky parametrisation (q(u) is stored in "
+                  f"{[q.parametrisation for q in qs]}), or natural gradients for q(u).")
+    else:
+        advice = ("The steps have probably diverged, or the model cannot be evaluated at its "
+                  "start: try a smaller gamma or adam_lr, or a warm-up schedule "
+                  "(gpnat.schedules.LogLinear or IncreasingRate).")
+    last = history.elbo[-1]
+    return FloatingPointError(
+        f"iteration {it}: {what} (ELBO estimate {last:.4g}); {tried}; {state}. {advice}"
+    )
 
 
 def _mode_name(natgrad, adam, fused) -> str:

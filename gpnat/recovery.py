@@ -1,0 +1,162 @@
+r"""Recovery: roll a failed training iteration back to the last good state and go on with smaller steps.
+
+A natural-gradient step can be valid (q(u) a proper Gaussian) and still send
+the ELBO to −1e200; an Adam step can leave a q(u) stored in natural
+coordinates outside the positive-definite cone. :func:`gpnat.train` guards
+every iteration with a :class:`Recovery` policy:
+
+* an iteration is **bad** when the loss or a gradient is not finite, when the
+  minibatch loss collapses (rises above the running reference by more than
+  ``collapse`` × max(|reference|, 1)), when no valid natural step exists, when
+  the loss at the natural step's proposal (on the same batch) is not finite or
+  rises by more than ``proposal_rtol`` × max(|loss|, 1), or when an Adam step
+  leaves q(u) invalid;
+* a bad iteration restores the last good state (every model variable, both
+  optimizers' slots and counters) bitwise, multiplies γ and Adam's learning
+  rate by ``backoff``, and keeps them lower until ``patience`` good iterations
+  in a row have passed (then the factor doubles back, up to 1);
+* training raises only after ``max_consecutive`` bad iterations in a row; the
+  model then holds its last good state.
+
+The last good state is the state at the start of the last iteration whose loss
+and gradients were found acceptable; keeping a copy costs one copy of the
+variables per iteration, no extra evaluation.
+"""
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import gpflow
+import tensorflow as tf
+
+__all__ = ["Recovery", "REASONS"]
+
+#: why an iteration was rolled back (the codes recorded in ``History.failure``)
+REASONS = {
+    0: "",
+    1: "the loss or a gradient is not finite",
+    2: "the minibatch ELBO collapsed",
+    3: "no valid natural-gradient step",
+    4: "the loss at the natural step's proposal is not finite or rose",
+    5: "the Adam step left q(u) invalid (not a proper Gaussian)",
+}
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """Settings of the rollback-and-retry policy of :func:`gpnat.train` (see the module docs).
+
+    :param backoff: factor in (0, 1) applied to γ and to Adam's learning rate
+        after each bad iteration.
+    :param patience: good iterations in a row before the factor is divided by
+        ``backoff`` again (never above 1).
+    :param max_consecutive: bad iterations in a row after which training
+        raises (recovery is impossible).
+    :param collapse: a minibatch loss above reference + collapse ×
+        max(|reference|, 1) counts as a collapse; the reference is an
+        exponential moving average (weight ``smoothing``) of good losses.
+    :param smoothing: weight of the old reference in that average.
+    :param check_proposal: evaluate the loss at the natural step's proposal on
+        the same batch and roll back when it is not finite or rises.
+        ``None`` (default) checks where it is free: in alternating mode, whose
+        Adam half evaluates the loss there anyway. In fused mode it costs one
+        more loss evaluation per iteration.
+    :param proposal_rtol: the rise allowed at the proposal, relative to
+        max(|loss|, 1).
+    """
+
+    backoff: float = 0.5
+    patience: int = 50
+    max_consecutive: int = 25
+    collapse: float = 1.0
+    smoothing: float = 0.9
+    check_proposal: Optional[bool] = None
+    proposal_rtol: float = 1e-3
+
+    def __post_init__(self):
+        if not 0.0 < self.backoff < 1.0:
+            raise ValueError(f"Recovery.backoff must be in (0, 1), got {self.backoff!r}")
+        for name in ("patience", "max_consecutive"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise ValueError(f"Recovery.{name} must be a positive integer, got {value!r}")
+        if not self.collapse > 0.0:
+            raise ValueError(f"Recovery.collapse must be positive, got {self.collapse!r}")
+        if not 0.0 <= self.smoothing < 1.0:
+            raise ValueError(f"Recovery.smoothing must be in [0, 1), got {self.smoothing!r}")
+        if not self.proposal_rtol >= 0.0:
+            raise ValueError(f"Recovery.proposal_rtol must be non-negative, got {self.proposal_rtol!r}")
+
+
+#: what ``recovery=None`` means: the first bad iteration is rolled back and raises
+NO_RECOVERY = Recovery(max_consecutive=1, check_proposal=False)
+
+
+def _all_finite(tensors) -> tf.Tensor:
+    checks = [tf.reduce_all(tf.math.is_finite(t)) for t in tensors if t is not None]
+    return tf.reduce_all(tf.stack(checks)) if checks else tf.constant(True)
+
+
+class Guard(tf.Module):
+    """The state of a :class:`Recovery` policy during one call of :func:`gpnat.train`.
+
+    Holds a copy of ``variables`` (the last good state) and the policy's
+    counters, all as ``tf.Variable`` s, so that it works inside the compiled
+    iteration and is checkpointed with it.
+    """
+
+    def __init__(self, policy: Recovery, variables: Sequence[tf.Variable]):
+        super().__init__(name="recovery")
+        self.policy = policy
+        self._state = list(variables)
+        self.snapshot = [
+            tf.Variable(v.read_value(), trainable=False, shape=v.shape, dtype=v.dtype) for v in self._state
+        ]
+        dtype = gpflow.default_float()
+        self.scale = tf.Variable(1.0, dtype=dtype, trainable=False, name="scale")
+        self.reference = tf.Variable(0.0, dtype=dtype, trainable=False, name="reference")
+        self.has_reference = tf.Variable(False, trainable=False, name="has_reference")
+        self.streak = tf.Variable(0, dtype=tf.int64, trainable=False, name="streak")
+        self.consecutive = tf.Variable(0, dtype=tf.int64, trainable=False, name="consecutive")
+        self.total = tf.Variable(0, dtype=tf.int64, trainable=False, name="total")
+
+    # ------------------------------------------------------------- checks
+    def acceptable(self, loss: tf.Tensor, grads) -> tf.Tensor:
+        """Reason code (int32): 0 when loss and gradients are finite and the loss has not collapsed."""
+        finite = _all_finite([loss] + list(grads))
+        limit = self.reference + self.policy.collapse * tf.maximum(tf.abs(self.reference), 1.0)
+        collapsed = tf.logical_and(self.has_reference, loss > limit)
+        return tf.where(finite, tf.where(collapsed, 2, 0), 1)
+
+    def proposal_acceptable(self, loss_at: tf.Tensor, loss: tf.Tensor, grads=()) -> tf.Tensor:
+        """True when the loss at a proposal (same batch) is finite and has not risen."""
+        rise = self.policy.proposal_rtol * tf.maximum(tf.abs(loss), 1.0)
+        return tf.logical_and(_all_finite([loss_at] + list(grads)), loss_at <= loss + rise)
+
+    # ------------------------------------------------------------- state
+    def save(self) -> None:
+        for copy, variable in zip(self.snapshot, self._state):
+            copy.assign(variable)
+
+    def restore(self) -> None:
+        for copy, variable in zip(self.snapshot, self._state):
+            variable.assign(copy)
+
+    def update(self, good: tf.Tensor, loss: tf.Tensor) -> None:
+        """Counters after an iteration: back off after a bad one, recover γ after ``patience`` good ones."""
+        p = self.policy
+        dtype = self.scale.dtype
+        streak = tf.where(good, self.streak + 1, tf.zeros_like(self.streak))
+        regrow = streak >= p.patience
+        scale = tf.where(
+            good,
+            tf.where(regrow, tf.minimum(self.scale / p.backoff, tf.ones([], dtype)), self.scale),
+            self.scale * p.backoff,
+        )
+        self.scale.assign(scale)
+        self.streak.assign(tf.where(regrow, tf.zeros_like(streak), streak))
+        self.consecutive.assign(tf.where(good, tf.zeros_like(self.consecutive), self.consecutive + 1))
+        self.total.assign_add(tf.where(good, tf.constant(0, tf.int64), tf.constant(1, tf.int64)))
+        loss = tf.cast(loss, dtype)
+        average = tf.where(self.has_reference, p.smoothing * self.reference + (1 - p.smoothing) * loss, loss)
+        self.reference.assign(tf.where(good, average, self.reference))
+        self.has_reference.assign(tf.logical_or(self.has_reference, good))
