@@ -178,7 +178,8 @@ def make_schedule(spec: Tuple):
 def make_natgrad(method: Method) -> Optional[gpnat.NaturalGradient]:
     if method.kind == "adam":
         return None
-    return gpnat.NaturalGradient(make_schedule(method.schedule), max_tries=8)
+    # the paper compares the coordinates of the *step*: step in the storage's own coordinates
+    return gpnat.NaturalGradient(make_schedule(method.schedule), coordinates=None, max_tries=8)
 
 
 @dataclass
@@ -330,6 +331,7 @@ def train_with_trace(
         gpnat.train(
             model, data, iterations=iterations, natgrad=natgrad, adam_lr=method.adam_lr,
             batch_size=method.batch_size, progress=False, seed=seed, callbacks=[callback],
+            recovery=None,  # the experiments count divergence, as the paper does
         )
     except _Stop:
         pass

@@ -1,0 +1,291 @@
+"""Robustness matrix: does natural-gradient training survive a user's gamma, and does it beat Adam?
+
+Problems × storage × step coordinates × gamma × (full batch, minibatch), every run
+on a default-built model (gpflow's default kernel and likelihood settings,
+whitened SVGP, q(u) = prior), 300 iterations of ``gpnat.train``. Each run is
+compared with Adam-only training of the same default-built model (mean/Cholesky
+storage, lr 0.01) at equal iterations, on the same batches.
+
+A second, smaller matrix compares training modes and the loss check at the
+proposal (``Recovery(check_proposal=...)``) on the default storage and
+coordinates.
+
+Writes ``benchmarks/robustness.json`` (one record per run, resumable) and
+``benchmarks/ROBUSTNESS.md``. Usage::
+
+    python benchmarks/bench_robustness.py [--iterations 300] [--only banana,poisson]
+
+The UCI set is read from ``GPNAT_DATA_DIR`` or the usual data directories
+(see :mod:`gpnat.datasets`); without it that problem is skipped.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import gpflow  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import gpnat  # noqa: E402
+from gpnat import datasets, schedules  # noqa: E402
+
+gpflow.config.set_default_float(np.float64)
+HERE = Path(__file__).resolve().parent
+GAMMAS = [0.01, 0.1, 0.5, 1.0, "default"]
+BATCH = 128
+
+
+# ----------------------------------------------------------------------------- problems
+def _standardise(X):
+    return (X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1.0)
+
+
+def _studentt_outliers(n=500, seed=0):
+    """y = sin(1.5 x₁) + 0.5 x₂ + 0.1 ε; 10 % of targets replaced by gross outliers U(−10, 10)."""
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-3.0, 3.0, size=(n, 2))
+    y = np.sin(1.5 * X[:, :1]) + 0.5 * X[:, 1:] + 0.1 * rng.standard_normal((n, 1))
+    outliers = rng.uniform(size=(n, 1)) < 0.1
+    return X, np.where(outliers, rng.uniform(-10.0, 10.0, size=(n, 1)), y)
+
+
+def _poisson(n=500, seed=0):
+    """Counts y ~ Poisson(exp(1 + sin(1.5 x₁) + 0.3 x₂)), x ~ U(−3, 3)²."""
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-3.0, 3.0, size=(n, 2))
+    return X, rng.poisson(np.exp(1.0 + np.sin(1.5 * X[:, :1]) + 0.3 * X[:, 1:])).astype(float)
+
+
+def problems():
+    """name -> (X, Y, likelihood factory, num_latent_gps, M)."""
+    out = {}
+    X, Y = datasets.banana(n=1000, seed=0)
+    out["banana"] = (X, Y, gpflow.likelihoods.Bernoulli, 1, 30)
+    X, Y = _studentt_outliers()
+    out["studentt_outliers"] = (X, Y, gpflow.likelihoods.StudentT, 1, 20)
+    X, Y = _poisson()
+    out["poisson"] = (X, Y, gpflow.likelihoods.Poisson, 1, 20)
+    X, Y = datasets.load_breast_cancer()
+    out["breast_cancer"] = (_standardise(X), Y, gpflow.likelihoods.Bernoulli, 1, 20)
+    X, Y = datasets.load_wine()
+    out["wine"] = (_standardise(X), Y, lambda: gpflow.likelihoods.MultiClass(3), 3, 20)
+    try:
+        split = datasets.uci_split("yacht", split=0, download=False)
+        out["yacht"] = (split.X_train, split.y_train, gpflow.likelihoods.Gaussian, 1, 50)
+    except (datasets.DatasetNotFoundError, OSError) as err:
+        print(f"yacht skipped: {err}", file=sys.stderr)
+    return out
+
+
+def build(problem, storage):
+    X, Y, likelihood, L, M = problem
+    Z = X[np.random.default_rng(1).permutation(len(X))[:M]].copy()
+    kernel = gpflow.kernels.SquaredExponential(lengthscales=np.ones(X.shape[1]))
+    return gpnat.SVGP(kernel, likelihood(), Z, num_data=len(X), num_latent_gps=L, parametrisation=storage)
+
+
+# ----------------------------------------------------------------------------- one run
+def run(problem, storage, coordinates, gamma, batch, iterations, mode="fused", check_proposal=None):
+    """One training run; returns its record (status, final ELBO, time, recoveries)."""
+    X, Y = problem[:2]
+    model = build(problem, storage)
+    if gamma == "adam":
+        natgrad = None
+    elif gamma == "default":
+        natgrad = gpnat.training._DEFAULT.make()
+        if coordinates != "natural":
+            natgrad.coordinates = None if coordinates == "storage" else gpnat.parametrisations.get_parametrisation(coordinates)
+    else:
+        natgrad = gpnat.NaturalGradient(gamma, coordinates=None if coordinates == "storage" else coordinates)
+    record = dict(storage=storage, coordinates=coordinates, gamma=gamma, batch=batch, mode=mode,
+                  check_proposal=check_proposal, iterations=iterations)
+    t0 = time.perf_counter()
+    try:
+        history = gpnat.train(
+            model, (X, Y), iterations=iterations, natgrad=natgrad, batch_size=None if batch == "full" else BATCH,
+            fused=(mode == "fused" and natgrad is not None), progress=False,
+            recovery=gpnat.Recovery(check_proposal=check_proposal),
+        )
+        record["status"] = "recovered" if history.recoveries else "finished"
+        record["recoveries"] = history.recoveries
+    except (gpnat.NaturalGradientError, FloatingPointError) as err:
+        history = err.history
+        record["status"] = "raised"
+        record["error"] = str(err)[:300]
+        record["recoveries"] = history.recoveries
+    record["seconds"] = time.perf_counter() - t0
+    record["train_seconds"] = history.time[-1] - history.compile_time if history.time else float("nan")
+    elbo = float(model.elbo((X, Y)).numpy())
+    record["elbo"] = elbo
+    record["valid"] = bool(model.q.is_valid().numpy()) and bool(np.isfinite(elbo))
+    return record
+
+
+def key(problem, r):
+    return "|".join(str(x) for x in (problem, r["storage"], r["coordinates"], r["gamma"], r["batch"],
+                                      r["mode"], r["check_proposal"]))
+
+
+def plan(names):
+    """(problem, storage, coordinates, gamma, batch, mode, check_proposal) of every run."""
+    runs = []
+    for name in names:
+        for batch in ("full", "minibatch"):
+            for storage in ("mean_cholesky", "natural", "expectation"):
+                runs.append((name, storage, "storage", "adam", batch, "adam", None))
+            for storage in ("mean_cholesky", "natural", "expectation"):
+                for coordinates in ("natural", "storage") if storage != "natural" else ("natural",):
+                    for gamma in GAMMAS:
+                        runs.append((name, storage, coordinates, gamma, batch, "fused", None))
+            # modes and the loss check at the proposal, default storage and coordinates
+            for gamma in (0.1, 1.0, "default"):
+                runs.append((name, "mean_cholesky", "natural", gamma, batch, "fused", True))
+                runs.append((name, "mean_cholesky", "natural", gamma, batch, "alternating", None))
+                runs.append((name, "mean_cholesky", "natural", gamma, batch, "alternating", False))
+    return runs
+
+
+# ----------------------------------------------------------------------------- report
+def machine():
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=HERE).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "gpnat"], capture_output=True, text=True,
+                               cwd=HERE).stdout.strip()
+    except OSError:
+        commit, dirty = "unknown", ""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return dict(commit=commit + ("+uncommitted" if dirty else ""), cpu=cpu, cores=os.cpu_count(),
+                python=platform.python_version(), tensorflow=tf.__version__, gpflow=gpflow.__version__)
+
+
+def report(results, info, iterations):
+    adam = {}
+    for k, r in results.items():
+        if r["gamma"] == "adam" and r["storage"] == "mean_cholesky":
+            adam[(k.split("|")[0], r["batch"])] = r["elbo"]
+    lines = [
+        "# Robustness matrix",
+        "",
+        f"Written by `benchmarks/bench_robustness.py` at commit `{info['commit']}` on {info['cpu']} "
+        f"({info['cores']} cores), Python {info['python']}, TensorFlow {info['tensorflow']}, "
+        f"gpflow {info['gpflow']}, float64. {iterations} iterations per run, minibatch {BATCH}, "
+        "Adam lr 0.01 on the hyperparameters. Every model is default-built (whitened SVGP, "
+        "q(u) = prior, gpflow's default kernel and likelihood parameters).",
+        "",
+        "*status*: finished (no iteration rolled back), recovered (finished after rolling back "
+        "at least one iteration), raised (recovery impossible). *Δ vs Adam*: final full-data ELBO "
+        "minus that of Adam-only training of the default-built (mean/Cholesky) model at equal "
+        "iterations on the same batches; ≥ 0 means natural gradients did at least as well. "
+        "*valid*: the model at the end (raised or not) has a finite ELBO and a valid q(u).",
+        "",
+    ]
+
+    def row_set(filter_fn):
+        return {k: r for k, r in results.items() if filter_fn(r)}
+
+    def summarise(rs, label):
+        n = len(rs)
+        if not n:
+            return
+        statuses = [r["status"] for r in rs.values()]
+        ge = sum(1 for k, r in rs.items() if r["elbo"] >= adam.get((k.split("|")[0], r["batch"]), np.inf) - 1e-6)
+        lines.append(
+            f"| {label} | {n} | {statuses.count('finished')} | {statuses.count('recovered')} | "
+            f"{statuses.count('raised')} | {sum(not r['valid'] for r in rs.values())} | {ge} ({100 * ge / n:.0f} %) |"
+        )
+
+    lines += ["## Summary", "",
+              "| runs | n | finished | recovered | raised | invalid at end | ELBO ≥ Adam-only |",
+              "|---|---|---|---|---|---|---|"]
+    fused = lambda r: r["mode"] == "fused" and r["check_proposal"] is None  # noqa: E731
+    for storage in ("mean_cholesky", "natural", "expectation"):
+        for coordinates in ("natural", "storage"):
+            if storage == "natural" and coordinates == "storage":
+                continue
+            summarise(row_set(lambda r: fused(r) and r["storage"] == storage and r["coordinates"] == coordinates),
+                      f"storage {storage}, steps in {coordinates}")
+    summarise(row_set(lambda r: fused(r) and r["storage"] == "mean_cholesky" and r["coordinates"] == "natural"
+                      and r["gamma"] in (0.1, 1.0)), "default-built, steps in natural, γ ∈ {0.1, 1}")
+    summarise(row_set(lambda r: fused(r) and r["storage"] == "mean_cholesky" and r["coordinates"] == "natural"
+                      and r["gamma"] == "default"), "default-built, default schedule")
+    summarise(row_set(lambda r: fused(r) and r["gamma"] != "adam"), "all natural-gradient runs (fused)")
+    lines.append("")
+
+    lines += ["## Modes and the loss check at the proposal (default storage and coordinates)", "",
+              "| mode | loss check at proposal | n | finished | recovered | raised | mean Δ vs Adam | "
+              "ELBO ≥ Adam-only | mean ms / iteration |", "|---|---|---|---|---|---|---|---|---|"]
+    for mode, check in (("fused", None), ("fused", True), ("alternating", None), ("alternating", False)):
+        rs = row_set(lambda r: r["mode"] == mode and r["check_proposal"] == check and r["storage"] == "mean_cholesky"
+                     and r["coordinates"] == "natural" and r["gamma"] in (0.1, 1.0, "default"))
+        if not rs:
+            continue
+        deltas = [r["elbo"] - adam[(k.split("|")[0], r["batch"])] for k, r in rs.items()]
+        st = [r["status"] for r in rs.values()]
+        ms = np.mean([1e3 * r["train_seconds"] / max(r["iterations"] - 1, 1) for r in rs.values()])
+        ge = sum(d >= -1e-6 for d in deltas)
+        on = {None: "off" if mode == "fused" else "on (free)", True: "on", False: "off"}[check]
+        lines.append(f"| {mode} | {on} | {len(rs)} | {st.count('finished')} | {st.count('recovered')} | "
+                     f"{st.count('raised')} | {np.mean(deltas):.4g} | {ge} ({100 * ge / len(rs):.0f} %) | {ms:.2f} |")
+    lines.append("")
+
+    lines += ["## Every run", "",
+              "| problem | batch | storage | steps in | γ | mode | check | status | rollbacks | final ELBO | "
+              "Δ vs Adam | s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for k, r in sorted(results.items()):
+        name = k.split("|")[0]
+        base = adam.get((name, r["batch"]), float("nan"))
+        lines.append(
+            f"| {name} | {r['batch']} | {r['storage']} | {r['coordinates']} | {r['gamma']} | {r['mode']} | "
+            f"{r['check_proposal']} | {r['status']}{'' if r['valid'] else ' (INVALID)'} | {r['recoveries']} | "
+            f"{r['elbo']:.6g} | {r['elbo'] - base:.4g} | {r['seconds']:.1f} |"
+        )
+    (HERE / "ROBUSTNESS.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--only", default="", help="comma-separated problem names")
+    parser.add_argument("--out", default=str(HERE / "robustness.json"))
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    saved = json.loads(out.read_text()) if out.exists() else {}
+    results, info = saved.get("runs", {}), saved.get("machine") or machine()
+    if not args.report_only:
+        probs = problems()
+        names = [n for n in probs if not args.only or n in args.only.split(",")]
+        todo = plan(names)
+        for i, (name, storage, coordinates, gamma, batch, mode, check) in enumerate(todo):
+            probe = dict(storage=storage, coordinates=coordinates, gamma=gamma, batch=batch, mode=mode,
+                         check_proposal=check)
+            k = key(name, probe)
+            if k in results and results[k].get("iterations") == args.iterations:
+                continue
+            r = run(probs[name], storage, coordinates, gamma, batch, args.iterations, mode, check)
+            results[k] = r
+            print(f"[{i + 1}/{len(todo)}] {k}: {r['status']} elbo {r['elbo']:.6g} ({r['seconds']:.1f} s)",
+                  flush=True)
+            out.write_text(json.dumps(dict(machine=info, runs=results), indent=1))
+    report(results, info, args.iterations)
+    print(f"wrote {HERE / 'ROBUSTNESS.md'}")
+
+
+if __name__ == "__main__":
+    main()
