@@ -21,10 +21,13 @@ A parametrisation may also supply the same quantity in closed form
 optimizer uses it when present (``closed_form=True``), and the test battery
 checks it against the automatic route above.
 
-The step ξ ← ξ − γ natgrad_ξ minimises the loss L (the negative ELBO). A
-proposed step is checked before it is applied: if the new ξ is not a valid
-Gaussian (not finite, covariance not positive definite), γ is halved, up to
-``max_tries`` proposals, and if none is valid the step is rejected and q(u)
+The step is taken in coordinates ζ chosen apart from the storage ξ
+(``NaturalGradient(coordinates=...)``, natural coordinates by default): ξ -> ζ,
+ζ ← ζ − γ natgrad_ζ, ζ -> ξ, with ∂L/∂η from the storage and (∂ζ/∂θ) from the
+coordinates (:func:`natural_direction`). It minimises the loss L (the negative
+ELBO). A proposed step is checked before it is applied: if the new ξ is not a
+valid Gaussian (not finite, covariance not positive definite), γ is halved, up
+to ``max_tries`` proposals, and if none is valid the step is rejected and q(u)
 keeps its previous value exactly.
 """
 from typing import Callable, List, Optional, Sequence
