@@ -7,9 +7,9 @@ every iteration with a :class:`Recovery` policy:
 
 * an iteration is **bad** when the loss or a gradient is not finite, when the
   minibatch loss collapses (rises above the running reference by more than
-  ``collapse`` × max(|reference|, 1)), when no valid natural step exists, when
+  ``collapse`` × max(abs(reference), 1)), when no valid natural step exists, when
   the loss at the natural step's proposal (on the same batch) is not finite or
-  rises by more than ``proposal_rtol`` × max(|loss|, 1), or when an Adam step
+  rises by more than ``proposal_rtol`` × max(abs(loss), 1), or when an Adam step
   leaves q(u) invalid;
 * a bad iteration restores the last good state (every model variable, both
   optimizers' slots and counters) bitwise, multiplies γ and Adam's learning
@@ -52,7 +52,7 @@ class Recovery:
     :param max_consecutive: bad iterations in a row after which training
         raises (recovery is impossible).
     :param collapse: a minibatch loss above reference + collapse ×
-        max(|reference|, 1) counts as a collapse; the reference is an
+        max(abs(reference), 1) counts as a collapse; the reference is an
         exponential moving average (weight ``smoothing``) of good losses.
     :param smoothing: weight of the old reference in that average.
     :param check_proposal: evaluate the loss at the natural step's proposal on
@@ -61,7 +61,7 @@ class Recovery:
         Adam half evaluates the loss there anyway. In fused mode it costs one
         more loss evaluation per iteration.
     :param proposal_rtol: the rise allowed at the proposal, relative to
-        max(|loss|, 1).
+        max(abs(loss), 1).
     """
 
     backoff: float = 0.5
