@@ -80,6 +80,7 @@ GAMMA = 0.1
 ADAM_LR = 0.01
 BATCH = 1000
 TRAIN_CONFIGS = ["gpnat-adam", "gpnat-alternating", "gpnat-fused", "gpflow-hybrid", "gpflow-adam",
+                 "gpnat-fused-check",
                  "gpnat-alternating-ad", "gpnat-fused-ad", "gpnat-alternating-nat", "gpnat-fused-nat"]
 REF_CONFIGS = ["loss+grad", "gpnat-natstep", "gpnat-natstep-ad", "gpnat-natstep-nat",
                "gpflow-natstep", "gpflow-natstep-sqrt"]
@@ -137,16 +138,13 @@ def gpflow_model(X, Z):
 class GpnatTrain:
     """One repeat = one gpnat.train call of warmup + iters iterations on a persistent model.
 
-    The MeanCholesky hybrids cannot start at a constant gamma = 0.1 from
-    q(u) = N(0, I) on this problem: the iteration diverges and train raises
-    NaturalGradientError (at iteration 3 on the automatic route, at iteration 7,
-    after the ELBO has overflowed, with the closed form; gpflow's XiSqrtMeanVar,
-    the same coordinates, goes to NaN likewise). So their models are first
-    trained, untimed, with the warm-up schedule LogLinear(1e-3, 0.1, 20) (gpnat's
-    default) for PRETRAIN_ITERATIONS iterations, in the same mode;
-    the timed calls then use NaturalGradient(gamma=0.1). The cost of an iteration
-    does not depend on the values (dense linear algebra), only on rejections,
-    which are counted.
+    Hybrids whose steps are in mean/Cholesky coordinates (``coordinates=None``)
+    overshoot at a constant gamma = 0.1 from q(u) = N(0, I) on this problem, so
+    such models are first trained, untimed, with the warm-up schedule
+    LogLinear(1e-3, 0.1, 20) for PRETRAIN_ITERATIONS iterations; the default
+    (natural coordinates) needs no warm-up. The cost of an iteration does not
+    depend on the values (dense linear algebra), only on rejected proposals and
+    rolled-back iterations, which are counted.
     """
 
     def __init__(self, name, X, Y, Z):
@@ -162,12 +160,19 @@ class GpnatTrain:
             self.kwargs = dict(natgrad=make_natgrad(GAMMA, autodiff))
         elif base == "gpnat-fused":
             self.kwargs = dict(natgrad=make_natgrad(GAMMA, autodiff), fused=True)
+        elif base == "gpnat-fused-check":  # fused, plus the loss at the proposal (one more evaluation)
+            self.kwargs = dict(natgrad=make_natgrad(GAMMA, autodiff), fused=True,
+                               recovery=gpnat.Recovery(check_proposal=True))
         else:
             raise ValueError(name)
         self.autodiff = autodiff
-        self.pretrain = base != "gpnat-adam" and not natural
+        # steps in (m, L) coordinates cannot start at gamma = 0.1 from the prior (they
+        # overshoot); steps in natural coordinates, the default, can
+        coordinates = getattr(self.kwargs.get("natgrad"), "coordinates", "natural")
+        self.pretrain = base != "gpnat-adam" and not natural and coordinates is None
         self.traces = []
         self.rejections = 0
+        self.recoveries = 0
         self.last_elbo = float("nan")
         self.call_seconds = []
 
@@ -190,6 +195,7 @@ class GpnatTrain:
         self.call_seconds.append(time.perf_counter() - t0)
         self.traces.append(h.num_traces)
         self.rejections += h.total_rejections
+        self.recoveries += h.recoveries
         self.last_elbo = h.elbo[-1]
         return (h.time[warmup + iters - 1] - h.time[warmup - 1]) / iters
 
@@ -432,6 +438,7 @@ def bench_size(M, X, Y, quick, log, selected=None, extra=None, with_refs=True):
             entry["num_traces"] = r.traces
             if isinstance(r, GpnatTrain):
                 entry["rejections"] = r.rejections
+                entry["recoveries"] = r.recoveries
                 entry["last_elbo"] = r.last_elbo
                 entry["train_call_s"] = r.call_seconds
             elif getattr(r, "model", None) is not None:
@@ -479,6 +486,7 @@ TARGETS = [  # (numerator, denominator, target, description)
 ]
 EXTRA_RATIOS = [
     ("gpnat-alternating", "gpnat-adam", "alternating hybrid / gpnat Adam-only"),
+    ("gpnat-fused-check", "gpnat-adam", "fused hybrid with the loss check at the proposal / gpnat Adam-only"),
     ("gpnat-adam", "gpflow-adam", "gpnat Adam-only / gpflow Adam-only"),
     ("gpflow-hybrid", "gpflow-adam", "gpflow hybrid / gpflow Adam-only"),
     ("gpnat-adam", "loss+grad", "gpnat Adam-only / loss+grad"),
@@ -519,21 +527,20 @@ def render(results, meta, target_M=500):
     L.append("SVGP, SquaredExponential ARD kernel (lengthscales 1), Gaussian likelihood "
              "(variance 1), whitened, float64; kin8nm (8192 x 8, standardised), batch 1000; "
              "Z a fixed random subset of X (seed 0); gamma = 0.1, Adam lr = 0.01; "
-             "gpnat q(u) in MeanCholesky, `NaturalGradient` with its defaults (rows 2, 3; the "
+             "gpnat q(u) in MeanCholesky, `NaturalGradient` with its defaults, steps in natural "
+             "coordinates (rows 2, 3; alternating mode checks the loss at the proposal for free, "
+             "row 3b adds that check to fused mode at one more loss evaluation; the "
              "`closed_form=False` rows force the automatic reverse-mode route, the `Natural` rows "
              "store q(u) in natural coordinates, the algorithm of gpflow's default XiNat); "
              "gpflow natgrad with its default XiNat.")
     L.append("")
-    L.append(f"The MeanCholesky hybrids (rows 2, 3 and the `closed_form=False` rows) cannot "
-             "start at a constant gamma = 0.1 from q(u) = N(0, I) on this problem: the iteration "
-             "diverges (the minibatch ELBO falls to about -1e128 within six iterations, then NaN); "
-             "`gpnat.train` raises NaturalGradientError at iteration 3 on the automatic route and "
-             "at iteration 7 with the closed form; gpflow's XiSqrtMeanVar (the same coordinates) "
-             "goes to NaN. Their models are therefore trained first, untimed, for "
-             f"{PRETRAIN_ITERATIONS} iterations with the warm-up schedule "
-             "`LogLinear(1e-3, 0.1, 20)`; the timed calls use `NaturalGradient(gamma=0.1)`. "
-             "An iteration's cost does not depend on the values (dense linear algebra) except "
-             "through rejected proposals, which are counted below.")
+    L.append("Every hybrid starts at q(u) = N(0, I) with a constant gamma = 0.1: steps in "
+             "natural coordinates (the default) need no warm-up here. (Steps in mean/Cholesky "
+             "coordinates, `coordinates=None`, overshoot from that start; a configuration "
+             f"using them would first be trained, untimed, for {PRETRAIN_ITERATIONS} iterations "
+             "with `LogLinear(1e-3, 0.1, 20)`.) An iteration's cost does not depend on the "
+             "values (dense linear algebra) except through rejected proposals and rolled-back "
+             "iterations, which are counted below.")
     L.append("Per-iteration time = median over repeats of (block time / iterations); "
              "configurations interleaved round-robin. gpnat rows: one `gpnat.train` call per "
              "repeat, `History.time` differences after the warm-up iterations (tracing "
@@ -550,6 +557,7 @@ def render(results, meta, target_M=500):
         "gpnat-adam": "1. gpnat Adam-only",
         "gpnat-alternating": "2. gpnat alternating hybrid",
         "gpnat-fused": "3. gpnat fused hybrid",
+        "gpnat-fused-check": "3b. gpnat fused hybrid, loss check at the proposal",
         "gpflow-hybrid": "4. gpflow natgrad + Adam",
         "gpflow-adam": "5. gpflow Adam-only",
         "loss+grad": "ref: gpnat loss+grad (compiled, B=1000)",
@@ -614,6 +622,8 @@ def render(results, meta, target_M=500):
             bits = [f"traces {c.get('num_traces')}"]
             if "rejections" in c and name != "gpnat-adam":
                 bits.append(f"natgrad rejections {c['rejections']}")
+            if "recoveries" in c:
+                bits.append(f"rolled-back iterations {c['recoveries']}")
             if "last_elbo" in c:
                 bits.append(f"last minibatch ELBO {c['last_elbo']:.1f}")
             L.append(f"- M = {r['M']}, {name}: " + ", ".join(bits))

@@ -327,11 +327,14 @@ class NaturalGradient(tf.Module):
             checks = [qi.parametrisation.is_valid(*new[2 * i:2 * i + 2]) for i, qi in enumerate(qs)]
             return tf.reduce_all(tf.stack(checks))
 
-        first = proposal(gamma)
+        def attempt(k, g):  # loop state: (tries, γ, valid?, proposal)
+            new = proposal(g)
+            return k, g, valid(new), new
+
         tries, gamma_used, accepted, new = tf.while_loop(
             lambda k, g, ok, new: tf.logical_and(tf.logical_not(ok), k < self.max_tries),
-            lambda k, g, ok, new: (k + 1, 0.5 * g, *self._checked(proposal(0.5 * g), valid)),
-            (tf.constant(1, tf.int64), gamma, valid(first), first),
+            lambda k, g, ok, new: attempt(k + 1, 0.5 * g),
+            attempt(tf.constant(1, tf.int64), gamma),
             maximum_iterations=self.max_tries,
         )
         variables = [v for qi in qs for v in qi.xi]
@@ -343,10 +346,6 @@ class NaturalGradient(tf.Module):
         self.last_rejections.assign(tf.where(accepted, tries - 1, tries))
         self.last_accepted.assign(accepted)
         return accepted
-
-    @staticmethod
-    def _checked(new, valid):
-        return valid(new), new
 
     def _step_function(self, storage: Parametrisation, xi, grads):
         """γ -> new stored coordinates for a step in ``self.coordinates`` (closed form if known)."""

@@ -12,9 +12,11 @@ every iteration with a :class:`Recovery` policy:
   rises by more than ``proposal_rtol`` × max(abs(loss), 1), or when an Adam step
   leaves q(u) invalid;
 * a bad iteration restores the last good state (every model variable, both
-  optimizers' slots and counters) bitwise, multiplies γ and Adam's learning
-  rate by ``backoff``, and keeps them lower until ``patience`` good iterations
-  in a row have passed (then the factor doubles back, up to 1);
+  optimizers' slots and counters) bitwise, multiplies γ by ``backoff`` (and
+  Adam's learning rate too where Adam may be the cause: in Adam-only
+  training, or after two bad iterations in a row), and keeps them lower until
+  ``patience`` good iterations in a row have passed (then each factor is
+  divided by ``backoff`` again, up to 1);
 * training raises only after ``max_consecutive`` bad iterations in a row; the
   model then holds its last good state.
 
@@ -45,8 +47,10 @@ REASONS = {
 class Recovery:
     """Settings of the rollback-and-retry policy of :func:`gpnat.train` (see the module docs).
 
-    :param backoff: factor in (0, 1) applied to γ and to Adam's learning rate
-        after each bad iteration.
+    :param backoff: factor in (0, 1) applied to γ after each bad iteration, and
+        to Adam's learning rate where Adam may be the cause (Adam-only
+        training, an Adam step that left q(u) invalid, or a second bad
+        iteration in a row).
     :param patience: good iterations in a row before the factor is divided by
         ``backoff`` again (never above 1).
     :param max_consecutive: bad iterations in a row after which training
@@ -112,7 +116,8 @@ class Guard(tf.Module):
             tf.Variable(v.read_value(), trainable=False, shape=v.shape, dtype=v.dtype) for v in self._state
         ]
         dtype = gpflow.default_float()
-        self.scale = tf.Variable(1.0, dtype=dtype, trainable=False, name="scale")
+        self.scale = tf.Variable(1.0, dtype=dtype, trainable=False, name="scale")  # on γ
+        self.adam_scale = tf.Variable(1.0, dtype=dtype, trainable=False, name="adam_scale")
         self.reference = tf.Variable(0.0, dtype=dtype, trainable=False, name="reference")
         self.has_reference = tf.Variable(False, trainable=False, name="has_reference")
         self.streak = tf.Variable(0, dtype=tf.int64, trainable=False, name="streak")
@@ -141,18 +146,25 @@ class Guard(tf.Module):
         for copy, variable in zip(self.snapshot, self._state):
             variable.assign(copy)
 
-    def update(self, good: tf.Tensor, loss: tf.Tensor) -> None:
-        """Counters after an iteration: back off after a bad one, recover γ after ``patience`` good ones."""
+    def update(self, good: tf.Tensor, loss: tf.Tensor, blame_adam: tf.Tensor) -> None:
+        """Counters after an iteration: back off after a bad one, recover after ``patience`` good ones.
+
+        γ's factor backs off after every bad iteration; Adam's only when
+        ``blame_adam`` (Adam may have caused it).
+        """
         p = self.policy
         dtype = self.scale.dtype
         streak = tf.where(good, self.streak + 1, tf.zeros_like(self.streak))
         regrow = streak >= p.patience
-        scale = tf.where(
-            good,
-            tf.where(regrow, tf.minimum(self.scale / p.backoff, tf.ones([], dtype)), self.scale),
-            self.scale * p.backoff,
-        )
-        self.scale.assign(scale)
+        one = tf.ones([], dtype)
+
+        def next_factor(factor, back_off):
+            grown = tf.where(regrow, tf.minimum(factor / p.backoff, one), factor)
+            return tf.where(back_off, factor * p.backoff, grown)
+
+        bad = tf.logical_not(good)
+        self.scale.assign(next_factor(self.scale, bad))
+        self.adam_scale.assign(next_factor(self.adam_scale, tf.logical_and(bad, blame_adam)))
         self.streak.assign(tf.where(regrow, tf.zeros_like(streak), streak))
         self.consecutive.assign(tf.where(good, tf.zeros_like(self.consecutive), self.consecutive + 1))
         self.total.assign_add(tf.where(good, tf.constant(0, tf.int64), tf.constant(1, tf.int64)))

@@ -65,8 +65,8 @@ class History:
     writing; the first iteration includes tracing and compiling the step,
     which ``compile_time`` reports), ``failure`` (0, or why the iteration was
     rolled back to the last good state: a code of :data:`gpnat.recovery.REASONS`)
-    and ``scale`` (the factor on γ and Adam's learning rate, below 1 after a
-    recovery). ``mode`` names the training mode and ``num_traces`` counts how
+    and ``scale`` (the factor recovery puts on γ, or on Adam's learning rate in
+    Adam-only training; below 1 after a recovery). ``mode`` names the training mode and ``num_traces`` counts how
     often the compiled iteration was traced (1 means no retracing).
     """
 
@@ -304,7 +304,7 @@ def train(
         gradient, collapsed ELBO, no valid natural step, an Adam step that
         leaves q(u) invalid): the default :class:`~gpnat.recovery.Recovery`
         rolls back to the last good state (model, both optimizers), lowers γ
-        and Adam's learning rate for a while, records it in the History
+        (and Adam's learning rate where Adam may be the cause) for a while, records it in the History
         (``failure``, ``scale``) and goes on. ``None`` rolls back and raises
         at the first bad iteration.
     :return: a :class:`History`.
@@ -398,7 +398,7 @@ def train(
         tf.cond(condition, lambda: (fn(), tf.constant(True))[1], lambda: tf.constant(False))
 
     def adam_step(grads):
-        adam.learning_rate.assign(tf.cast(adam_lr * guard.scale, adam.learning_rate.dtype))
+        adam.learning_rate.assign(tf.cast(adam_lr * guard.adam_scale, adam.learning_rate.dtype))
         adam.apply_gradients(zip(grads, adam_vars))
 
     def loss_and_grads(batch, variables):
@@ -443,8 +443,10 @@ def train(
             reason = tf.where(tf.logical_and(tf.equal(reason, 0), tf.logical_not(valid)), 5, reason)
         good = tf.equal(reason, 0)
         when(tf.logical_not(good), guard.restore)
-        scale_used = guard.scale.read_value()
-        guard.update(good, loss)
+        scale_used = guard.scale.read_value() if natgrad is not None else guard.adam_scale.read_value()
+        # Adam may be the cause where it steps q(u), or when the last iteration failed too
+        blame_adam = tf.constant(True) if mode == "adam" else guard.consecutive > 0
+        guard.update(good, loss, blame_adam)
         step_counter.assign_add(1)
         gamma = tf.where(good, gamma, tf.zeros_like(gamma)) if natgrad is not None else gamma
         return loss, reason, gamma, rejections, scale_used
@@ -540,8 +542,8 @@ def _training_error(it, reason, recovery, policy, natgrad, qs, history) -> Excep
         tried = "recovery is off (recovery=None), so training stops at the first bad iteration"
     else:
         tried = (
-            f"{policy.max_consecutive} iterations in a row were rolled back, with gamma and "
-            f"Adam's learning rate lowered to {history.scale[-1] * policy.backoff:.3g} of their values"
+            f"{policy.max_consecutive} iterations in a row were rolled back, with the step size "
+            f"lowered to {history.scale[-1] * policy.backoff:.3g} of its value"
         )
     state = "the model holds its last good state (every variable and optimizer slot as it was)"
     if reason == 3:
