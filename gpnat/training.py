@@ -407,6 +407,10 @@ def train(
             loss = model.training_loss(batch)
         return loss, tape.gradient(loss, variables)
 
+    def fail_unless(reason, ok, code):
+        """The first failure wins: ``code`` where nothing failed before and ``ok`` is False."""
+        return tf.where(tf.logical_and(tf.equal(reason, 0), tf.logical_not(ok)), code, reason)
+
     def iteration(batch_X, batch_Y):
         """One guarded iteration; returns (loss, reason, γ used, rejections, scale)."""
         batch = (batch_X, batch_Y)
@@ -422,7 +426,7 @@ def train(
         gamma, rejections = nan, zero_int
         if natgrad is not None:
             accepted = natgrad.apply_gradients(qs, grads[: len(q_vars)], scale=guard.scale)
-            reason = tf.where(tf.logical_and(tf.equal(reason, 0), tf.logical_not(accepted)), 3, reason)
+            reason = fail_unless(reason, accepted, 3)
             gamma, rejections = natgrad.last_gamma.read_value(), natgrad.last_rejections.read_value()
         if mode == "adam":
             hyper_grads = grads
@@ -432,15 +436,15 @@ def train(
             loss_at, hyper_grads = loss_and_grads(batch, adam_vars)
             fine = guard.proposal_acceptable(loss_at, loss, hyper_grads) if check_proposal else (
                 _all_finite([loss_at] + list(hyper_grads)))
-            reason = tf.where(tf.logical_and(tf.equal(reason, 0), tf.logical_not(fine)), 4, reason)
+            reason = fail_unless(reason, fine, 4)
         elif check_proposal:  # fused or natgrad-only: one more evaluation, loss only
             fine = guard.proposal_acceptable(model.training_loss(batch), loss)
-            reason = tf.where(tf.logical_and(tf.equal(reason, 0), tf.logical_not(fine)), 4, reason)
+            reason = fail_unless(reason, fine, 4)
         if adam is not None:
             when(tf.equal(reason, 0), lambda: adam_step(hyper_grads))
         if mode == "adam" and qs:  # only here can a step leave q(u) invalid
             valid = tf.reduce_all(tf.stack([q.is_valid() for q in qs]))
-            reason = tf.where(tf.logical_and(tf.equal(reason, 0), tf.logical_not(valid)), 5, reason)
+            reason = fail_unless(reason, valid, 5)
         good = tf.equal(reason, 0)
         when(tf.logical_not(good), guard.restore)
         scale_used = guard.scale.read_value() if natgrad is not None else guard.adam_scale.read_value()
