@@ -100,7 +100,7 @@ def run(problem, storage, coordinates, gamma, batch, iterations, mode="fused", c
     if gamma == "adam":
         natgrad = None
     elif gamma == "default":
-        natgrad = gpnat.training._DEFAULT.make()
+        natgrad = gpnat.training.loop._DEFAULT.make()
         if coordinates != "natural":
             natgrad.coordinates = None if coordinates == "storage" else gpnat.parametrisations.get_parametrisation(coordinates)
     else:

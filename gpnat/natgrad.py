@@ -30,7 +30,7 @@ valid Gaussian (not finite, covariance not positive definite), γ is halved, up
 to ``max_tries`` proposals, and if none is valid the step is rejected and q(u)
 keeps its previous value exactly.
 """
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, NamedTuple, Optional, Sequence
 
 import gpflow
 import tensorflow as tf
@@ -42,6 +42,7 @@ from .variational import as_list
 __all__ = [
     "NaturalGradient",
     "NaturalGradientError",
+    "NaturalStep",
     "natural_gradient",
     "expectation_gradient",
     "natural_tangent",
@@ -53,6 +54,18 @@ __all__ = [
 
 class NaturalGradientError(RuntimeError):
     """No valid natural-gradient step could be made; q(u) keeps its last valid state."""
+
+
+class NaturalStep(NamedTuple):
+    """What one natural-gradient step did (scalar tensors).
+
+    ``accepted`` (bool): a valid proposal was applied; ``gamma``: the γ used
+    (0 when rejected); ``rejections`` (int64): proposals rejected.
+    """
+
+    accepted: tf.Tensor
+    gamma: tf.Tensor
+    rejections: tf.Tensor
 
 
 def _zeros_for_none(grads, like) -> List[tf.Tensor]:
@@ -306,6 +319,10 @@ class NaturalGradient(tf.Module):
         valid step was applied (also stored in ``last_accepted``). Used by
         :func:`gpnat.train` to share one gradient evaluation with Adam.
         """
+        return self.step(q, grads, scale).accepted
+
+    def step(self, q, grads: Sequence[tf.Tensor], scale=None) -> "NaturalStep":
+        """:meth:`apply_gradients`, returning what the step did as a :class:`NaturalStep`."""
         qs = as_list(q)
         step = self.iterations + 1
         dtype = gpflow.default_float()
@@ -345,7 +362,7 @@ class NaturalGradient(tf.Module):
         self.last_gamma.assign(tf.where(accepted, gamma_used, tf.zeros_like(gamma_used)))
         self.last_rejections.assign(tf.where(accepted, tries - 1, tries))
         self.last_accepted.assign(accepted)
-        return accepted
+        return NaturalStep(accepted, self.last_gamma.read_value(), self.last_rejections.read_value())
 
     def _step_function(self, storage: Parametrisation, xi, grads):
         """γ -> new stored coordinates for a step in ``self.coordinates`` (closed form if known)."""

@@ -5,7 +5,7 @@ coordinates ξ of the user's :class:`~gpnat.parametrisations.Parametrisation`.
 *How q(u) becomes q(f)* is the model's business (:class:`gpnat.SVGP`), which
 only ever reads the mean/Cholesky view ``mean_cholesky()``.
 """
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import gpflow
 import numpy as np
@@ -14,7 +14,7 @@ from check_shapes import check_shapes
 
 from .parametrisations import MeanCholesky, Parametrisation, get_parametrisation
 
-__all__ = ["VariationalGaussian", "InvalidGaussianError"]
+__all__ = ["VariationalGaussian", "InvalidGaussianError", "variational_distributions"]
 
 
 class InvalidGaussianError(ValueError):
@@ -172,4 +172,12 @@ def as_list(q) -> Sequence[VariationalGaussian]:
             raise TypeError(
                 f"expected a gpnat.VariationalGaussian (e.g. model.q), got {type(item).__name__}"
             )
+    return qs
+
+
+def variational_distributions(model: tf.Module) -> List[VariationalGaussian]:
+    """Every q(u) (:class:`VariationalGaussian`) inside ``model``, or ``model`` itself if it is one."""
+    qs = [m for m in model.submodules if isinstance(m, VariationalGaussian)]
+    if isinstance(model, VariationalGaussian):
+        qs.insert(0, model)
     return qs

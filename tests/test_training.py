@@ -4,11 +4,13 @@ import gpflow
 import numpy as np
 import pytest
 import tensorflow as tf
+from gpflow.keras import tf_keras
 
 import gpnat
 from gpnat import schedules
 from gpnat.natgrad import NaturalGradientError
-from gpnat.training import History, _ArrayBatches
+from gpnat.training import History
+from gpnat.training.batches import ArrayBatches
 
 from .conftest import make_kernel, regression_data
 
@@ -86,10 +88,10 @@ def test_gaussian_hybrid_reaches_the_sgpr_bound_with_learned_hyperparameters(rng
 
 def test_minibatches_cover_each_epoch_once_and_are_reproducible():
     X = np.arange(10.0)[:, None]
-    source = _ArrayBatches(X, X, batch_size=3, seed=7)
+    source = ArrayBatches(X, X, batch_size=3, seed=7)
     epoch = np.concatenate([source.batch(tf.constant(t))[0].numpy().ravel() for t in range(3)])
     assert len(set(epoch)) == 9
-    again = np.concatenate([_ArrayBatches(X, X, 3, 7).batch(tf.constant(t))[0].numpy().ravel() for t in range(3)])
+    again = np.concatenate([ArrayBatches(X, X, 3, 7).batch(tf.constant(t))[0].numpy().ravel() for t in range(3)])
     np.testing.assert_array_equal(epoch, again)
     next_epoch = np.concatenate([source.batch(tf.constant(t))[0].numpy().ravel() for t in range(3, 6)])
     assert not np.array_equal(epoch, next_epoch)
@@ -355,12 +357,12 @@ def test_steps_in_mean_cholesky_coordinates_recover_instead_of_diverging(rng, fu
 def _spy_on_adam(monkeypatch):
     created = []
 
-    class SpyAdam(gpnat.training.tf_keras.optimizers.Adam):
+    class SpyAdam(tf_keras.optimizers.Adam):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             created.append(self)
 
-    monkeypatch.setattr(gpnat.training.tf_keras.optimizers, "Adam", SpyAdam)
+    monkeypatch.setattr(tf_keras.optimizers, "Adam", SpyAdam)
     return created
 
 
@@ -429,3 +431,78 @@ def test_unfinished_saves_are_cleaned_up_at_the_next_start(tmp_path):
 def test_bad_recovery_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         gpnat.Recovery(**kwargs)
+
+
+# ------------------------------------------------------------------ many iterations per call
+def _chunked_run(rng_seed, steps_per_call, data_kind="arrays", **kwargs):
+    rng = np.random.default_rng(rng_seed)
+    model, data = _model(rng, noise=kwargs.pop("noise", 0.3))
+    if data_kind == "dataset":
+        data = tf.data.Dataset.from_tensor_slices(data)
+    natgrad = kwargs.pop("natgrad", gpnat.NaturalGradient(schedules.LogLinear(0.01, 0.5, 10)))
+    history = gpnat.train(model, data, iterations=kwargs.pop("iterations", 40), natgrad=natgrad,
+                          batch_size=20, seed=3, progress=False, steps_per_call=steps_per_call, **kwargs)
+    return model, history
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(fused=True), dict(natgrad=None), dict(adam_lr=None),
+                                    dict(data_kind="dataset"), dict(jit_compile=True)],
+                         ids=["alternating", "fused", "adam", "natgrad", "tf.data", "xla"])
+def test_results_do_not_depend_on_the_iterations_per_call(kwargs):
+    """One iteration per compiled call, 7 per call, and 'auto' (calls of growing size) agree to 1e-12."""
+    runs = [_chunked_run(5, spc, **kwargs) for spc in (1, 7, "auto")]
+    (reference_model, reference), others = runs[0], runs[1:]
+    assert reference.calls == 40 and runs[1][1].calls == 7 and runs[2][1].calls < 40
+    for model, history in others:
+        assert history.num_traces == 1
+        assert history.iteration == reference.iteration
+        np.testing.assert_allclose(history.elbo, reference.elbo, rtol=1e-12)
+        np.testing.assert_allclose(history.gamma, reference.gamma, rtol=1e-12)
+        assert history.rejections == reference.rejections and history.failure == reference.failure
+        for a, b in zip(model.trainable_variables, reference_model.trainable_variables):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_recovery_inside_a_compiled_call_matches_one_iteration_per_call():
+    """Rollbacks and backoff happen inside the loop: the same iterations fail and recover."""
+    kwargs = dict(natgrad=gpnat.NaturalGradient(1.0, coordinates=None), noise=0.01, iterations=30)
+    (m1, h1), (m2, h2) = (_chunked_run(2, spc, **dict(kwargs)) for spc in (1, 30))
+    assert h1.recoveries >= 1 and h2.calls == 2  # one call to trace, then one for the 29 others
+    assert h2.failure == h1.failure and h2.scale == h1.scale
+    np.testing.assert_allclose(h2.elbo, h1.elbo, rtol=1e-12)
+    for a, b in zip(m1.trainable_variables, m2.trainable_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_a_call_stops_where_recovery_gives_up(rng):
+    """With recovery=None the loop stops inside the call at the first bad iteration and raises there."""
+    model, data = _model(rng, noise=0.01)
+    with pytest.raises((FloatingPointError, NaturalGradientError)) as info:
+        gpnat.train(model, data, iterations=50, natgrad=gpnat.NaturalGradient(1.0, coordinates=None),
+                    batch_size=20, progress=False, recovery=None, steps_per_call=50)
+    history = info.value.history
+    assert history.failure[-1] != 0 and not any(history.failure[:-1])
+    assert len(history) < 50
+    assert np.isfinite(model.elbo(data).numpy())
+
+
+def test_callbacks_see_each_call_and_checkpoints_end_calls(rng, tmp_path):
+    model, data = _model(rng)
+    seen = []
+    history = gpnat.train(model, data, iterations=23, progress=False, steps_per_call=5,
+                          checkpoint_dir=tmp_path / "ck", checkpoint_every=10,
+                          callbacks=[lambda it, h: seen.append((it, len(h)))])
+    # the first call runs one iteration; calls end at each checkpoint (10, 20) and at the end
+    assert seen == [(1, 1), (6, 6), (10, 10), (15, 15), (20, 20), (23, 23)]
+    assert history.calls == 6 and history.compile_time > 0
+    assert (tmp_path / "ck" / "latest").read_text() == "ckpt-000000023"
+
+
+@pytest.mark.parametrize("value", [0, -2, 1.5, True, "fast"])
+def test_bad_steps_per_call(rng, value):
+    model, data = _model(rng)
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    with pytest.raises(ValueError, match="steps_per_call"):
+        gpnat.train(model, data, iterations=3, progress=False, steps_per_call=value)
+    for a, b in zip(model.trainable_variables, before):
+        np.testing.assert_array_equal(a.numpy(), b)

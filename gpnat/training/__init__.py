@@ -1,0 +1,23 @@
+r"""Hybrid training: natural-gradient steps on q(u) alternating with Adam on everything else.
+
+:func:`train` runs the recipe of Salimbeni, Eleftheriadis & Hensman (2018):
+each iteration takes a natural-gradient step on every q(u) of the model and an
+Adam step on all other trainable variables (kernel, likelihood, inducing
+inputs, mean function). Many iterations run inside one compiled call.
+
+Modes (chosen by the arguments; one step function each in :mod:`~gpnat.training.steps`):
+
+* alternating (default): natural-gradient step, then an Adam step evaluated at
+  the updated q(u) (two loss-and-gradient evaluations);
+* fused (``fused=True``): one loss-and-gradient evaluation feeds both updates;
+* Adam-only (``natgrad=None``): Adam on all trainable variables, q(u) included;
+* natgrad-only (``adam_lr=None``): hyperparameters stay fixed.
+
+The package: ``loop`` (:func:`train`), ``steps`` (one function per mode),
+``batches`` (data), ``checkpoints``, ``history`` (:class:`History`).
+"""
+from ..variational import variational_distributions
+from .history import History
+from .loop import train
+
+__all__ = ["train", "History", "variational_distributions"]

@@ -1,0 +1,117 @@
+"""History: what happened in each iteration of :func:`gpnat.train`."""
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import List, Optional, Union
+
+import numpy as np
+
+__all__ = ["History"]
+
+
+@dataclass
+class History:
+    """What happened in each iteration of :func:`~gpnat.train`.
+
+    Lists have one entry per iteration run (including those restored from a
+    checkpoint):
+
+    * ``iteration``: 1-based;
+    * ``elbo``: the minibatch ELBO estimate, −loss, before the iteration's updates;
+    * ``gamma``: γ used by the natural step (0 when rejected; NaN without
+      natural gradients);
+    * ``rejections``: proposals rejected;
+    * ``time``: wall-clock seconds of training at the end of the iteration,
+      excluding callbacks and checkpoint writing. Iterations run many to one
+      compiled call (``steps_per_call``), and the host sees only the call's
+      end, so within a call the time is spread evenly over its iterations.
+      The first call runs one iteration and includes tracing and compiling,
+      which ``compile_time`` reports;
+    * ``failure``: 0, or why the iteration was rolled back to the last good
+      state (a code of :data:`gpnat.recovery.REASONS`);
+    * ``scale``: the factor recovery puts on γ (or on Adam's learning rate in
+      Adam-only training); below 1 after a recovery.
+
+    ``mode`` names the training mode, ``num_traces`` counts how often the
+    compiled loop was traced (1 means no retracing) and ``calls`` how many
+    compiled calls ran the iterations.
+    """
+
+    iteration: List[int] = field(default_factory=list)
+    elbo: List[float] = field(default_factory=list)
+    gamma: List[float] = field(default_factory=list)
+    rejections: List[int] = field(default_factory=list)
+    time: List[float] = field(default_factory=list)
+    failure: List[int] = field(default_factory=list)
+    scale: List[float] = field(default_factory=list)
+    mode: str = ""
+    num_traces: int = 0
+    compile_time: float = 0.0
+    calls: int = 0
+
+    @property
+    def recoveries(self) -> int:
+        """Iterations rolled back to the last good state (``failure`` not 0)."""
+        return int(sum(1 for f in self.failure if f))
+
+    def recovered_at(self) -> List[int]:
+        """The iterations that were rolled back, each with its reason in :data:`gpnat.recovery.REASONS`."""
+        return [it for it, f in zip(self.iteration, self.failure) if f]
+
+    @property
+    def total_rejections(self) -> int:
+        """Rejected proposals over the whole run."""
+        return int(sum(self.rejections))
+
+    def extend(self, first: int, loss, failure, gamma, rejections, scale, start: float, end: float) -> None:
+        """Append the records of iterations ``first``, ``first + 1``, ... run in one call.
+
+        The arrays have one entry per iteration; their times are spread evenly
+        between ``start`` and ``end`` (seconds of training).
+        """
+        k = len(loss)
+        self.iteration.extend(range(first, first + k))
+        self.elbo.extend((-np.asarray(loss, dtype=float)).tolist())
+        self.gamma.extend(np.asarray(gamma, dtype=float).tolist())
+        self.rejections.extend(int(r) for r in rejections)
+        self.failure.extend(int(f) for f in failure)
+        self.scale.extend(np.asarray(scale, dtype=float).tolist())
+        self.time.extend((start + (end - start) * np.arange(1, k + 1) / k).tolist())
+        self.calls += 1
+
+    def __len__(self) -> int:
+        return len(self.iteration)
+
+    def to_json(self, path: Union[str, Path]) -> None:
+        """Write the history to a JSON file (NaN written as null)."""
+        data = asdict(self)
+        data["gamma"] = [None if math.isnan(g) else g for g in self.gamma]
+        Path(path).write_text(json.dumps(data))
+
+    @classmethod
+    def from_json(cls, path: Union[str, Path]) -> "History":
+        data = json.loads(Path(path).read_text())
+        data["gamma"] = [math.nan if g is None else g for g in data["gamma"]]
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def plot(self, ax=None, x: str = "iteration", label: Optional[str] = None):
+        """Draw the ELBO trace with matplotlib (optional dependency); returns the axes.
+
+        :param x: ``"iteration"`` or ``"time"`` (wall-clock seconds).
+        """
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError as e:  # pragma: no cover - matplotlib is an install requirement
+            raise ImportError("History.plot needs matplotlib: pip install matplotlib") from e
+        if x not in ("iteration", "time"):
+            raise ValueError(f"x must be 'iteration' or 'time', got {x!r}")
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(getattr(self, x), self.elbo, label=label or self.mode)
+        ax.set_xlabel("iteration" if x == "iteration" else "wall-clock time (s)")
+        ax.set_ylabel("ELBO estimate")
+        if label or self.mode:
+            ax.legend()
+        return ax

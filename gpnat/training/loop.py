@@ -1,0 +1,366 @@
+r"""``train``: the training loop, many iterations per compiled call.
+
+The loop is short: validate the arguments, pick the mode's step function
+(:mod:`gpnat.training.steps`), compile a chunk of iterations as one
+``tf.while_loop`` inside one ``tf.function``, then call it chunk by chunk. The
+host reads the per-iteration records back once per chunk and there runs the
+progress bar, callbacks, checkpoints and the check that recovery is still
+possible; recovery itself (rollback, backoff) runs inside the compiled loop.
+"""
+import math
+import time
+import warnings
+from functools import partial
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+import gpflow
+import tensorflow as tf
+from gpflow.keras import tf_keras
+
+from ..natgrad import NaturalGradient, NaturalGradientError
+from ..recovery import NO_RECOVERY, REASONS, Guard, Recovery
+from ..schedules import LogLinear
+from ..variational import variational_distributions
+from .batches import ArrayBatches, check_arrays, dataset_batches
+from .checkpoints import latest_checkpoint, remove_unfinished_saves, write_checkpoint
+from .history import History
+from .steps import STEPS, Parts, result_dtypes
+
+__all__ = ["train"]
+
+
+class _DefaultNaturalGradient:
+    """Sentinel for train's default optimizer: a fresh NaturalGradient with a short warm-up."""
+
+    def __repr__(self) -> str:
+        return "NaturalGradient(gamma=LogLinear(1e-3, 0.1, 20))"
+
+    @staticmethod
+    def make() -> "NaturalGradient":
+        return NaturalGradient(gamma=LogLinear(1e-3, 1e-1, 20))
+
+
+_DEFAULT = _DefaultNaturalGradient()
+
+#: with ``steps_per_call="auto"``, a compiled call aims at this many seconds
+#: (the progress bar and a KeyboardInterrupt answer within about that long)
+SECONDS_PER_CALL = 0.25
+#: and runs at most this many iterations
+MAX_STEPS_PER_CALL = 1000
+
+
+# ---------------------------------------------------------------------------- train
+def train(
+    model,
+    data,
+    *,
+    iterations: int,
+    natgrad: Optional[NaturalGradient] = _DEFAULT,  # type: ignore[assignment]
+    adam_lr: Optional[float] = 0.01,
+    batch_size: Optional[int] = None,
+    fused: bool = False,
+    compile: bool = True,
+    jit_compile: bool = False,
+    callbacks: Sequence[Callable[[int, History], None]] = (),
+    progress: bool = True,
+    checkpoint_dir: Optional[Union[str, Path]] = None,
+    checkpoint_every: int = 100,
+    seed: Optional[int] = None,
+    recovery: Optional[Recovery] = Recovery(),
+    steps_per_call: Union[int, str] = "auto",
+) -> History:
+    r"""Train ``model`` by natural gradients on q(u) and Adam on its other variables.
+
+    :param model: a model with q(u)s (e.g. :class:`gpnat.SVGP`) and a
+        ``training_loss(data)`` method.
+    :param data: ``(X [N, D], Y [N, P])`` arrays, or a ``tf.data.Dataset`` of
+        single examples (with ``batch_size``) or of batches.
+    :param iterations: total number of iterations (a run resumed from a
+        checkpoint continues up to this number).
+    :param natgrad: the :class:`~gpnat.NaturalGradient` optimizer (its γ may be
+        a schedule); default ``NaturalGradient(gamma=LogLinear(1e-3, 0.1, 20))``,
+        a short warm-up that keeps early steps small; ``None`` trains
+        everything, q(u) included, with Adam alone.
+    :param adam_lr: Adam's learning rate for the hyperparameters; ``None``
+        keeps them fixed (natural gradients only).
+    :param batch_size: B; ``None`` uses all data each iteration. Minibatches
+        are drawn shuffled, epoch by epoch, from ``seed``; the model's
+        ``num_data`` must be N so the ELBO is scaled by N / B.
+    :param fused: one loss-and-gradient evaluation feeds both updates.
+    :param compile: run the iterations inside one ``tf.function`` (traced
+        once), as a ``tf.while_loop`` of ``steps_per_call`` iterations per call.
+    :param jit_compile: compile each iteration with XLA.
+    :param callbacks: called as ``callback(iteration, history)`` after each
+        compiled call, with the last iteration run (every iteration when
+        ``steps_per_call`` is 1, which ``"auto"`` picks when there are callbacks).
+    :param progress: show a tqdm progress bar with the ELBO estimate and γ.
+    :param checkpoint_dir: save model, optimizers' state and step counter every
+        ``checkpoint_every`` iterations (and at the end); training resumes from
+        the latest checkpoint found there.
+    :param seed: seed of the minibatch order (default 0).
+    :param recovery: what to do with a bad iteration (non-finite loss or
+        gradient, collapsed ELBO, no valid natural step, an Adam step that
+        leaves q(u) invalid): the default :class:`~gpnat.recovery.Recovery`
+        rolls back to the last good state (model, both optimizers), lowers γ
+        (and Adam's learning rate where Adam may be the cause) for a while, records it in the History
+        (``failure``, ``scale``) and goes on. ``None`` rolls back and raises
+        at the first bad iteration.
+    :param steps_per_call: iterations per compiled call. ``"auto"`` (default)
+        runs the first call with one iteration (it includes tracing), then
+        sizes calls to take about ``SECONDS_PER_CALL`` (0.25 s; at most 1000
+        iterations), so the progress bar stays alive; it is 1 when there are
+        callbacks. Calls also end at every checkpoint. The results do not
+        depend on it.
+    :return: a :class:`History`.
+    :raises NaturalGradientError: when recovery is impossible because no valid
+        natural-gradient step can be made. The model holds its last good
+        state; the History so far is attached as ``error.history``.
+    :raises FloatingPointError: when recovery is impossible for another reason
+        (the loss stays non-finite or collapsed, or Adam keeps leaving q(u)
+        invalid); the model holds its last good state (``error.history`` as above).
+    """
+    if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 0:
+        raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}")
+    iterations = int(iterations)
+    if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
+    if natgrad is _DEFAULT:
+        natgrad = _DEFAULT.make()
+    if natgrad is not None and not isinstance(natgrad, NaturalGradient):
+        raise TypeError(f"natgrad must be a gpnat.NaturalGradient or None, got {natgrad!r}")
+    if adam_lr is not None and not (isinstance(adam_lr, (int, float)) and math.isfinite(adam_lr) and adam_lr > 0):
+        raise ValueError(f"adam_lr must be a positive finite number or None, got {adam_lr!r}")
+    if natgrad is None and adam_lr is None:
+        raise ValueError("nothing to train: natgrad and adam_lr are both None")
+    if fused and (natgrad is None or adam_lr is None):
+        raise ValueError("fused=True needs both natgrad and adam_lr")
+    seed = 0 if seed is None else int(seed)
+
+    if steps_per_call != "auto" and (
+            isinstance(steps_per_call, bool) or not isinstance(steps_per_call, int) or steps_per_call < 1):
+        raise ValueError(f"steps_per_call must be a positive integer or 'auto', got {steps_per_call!r}")
+    if callbacks and steps_per_call == "auto":
+        steps_per_call = 1
+
+    qs = variational_distributions(model)
+    if natgrad is not None and not qs:
+        raise ValueError("the model has no q(u) (gpnat.VariationalGaussian) for natural gradients")
+    q_vars = [v for q in qs for v in q.xi]
+    q_ids = {id(v) for v in q_vars}
+    hyper_vars = [v for v in model.trainable_variables if id(v) not in q_ids]
+    adam_vars = hyper_vars if natgrad is not None else list(model.trainable_variables)
+    if adam_lr is not None and not adam_vars:
+        adam_lr = None  # nothing for Adam to do
+
+    source, iterator = _batches(model, data, batch_size, seed)
+
+    adam = None
+    if adam_lr is not None:
+        adam = tf_keras.optimizers.Adam(learning_rate=adam_lr)
+        adam.build(adam_vars)
+    counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_iteration")
+    mode = _mode_name(natgrad, adam, fused)
+    policy = NO_RECOVERY if recovery is None else recovery
+    check_proposal = policy.check_proposal
+    if check_proposal is None:  # where it is free: the alternating Adam half evaluates there anyway
+        check_proposal = mode == "alternating"
+    state = list(model.trainable_variables)
+    if adam is not None:
+        state += list(adam.variables)
+    if natgrad is not None:
+        state.append(natgrad.iterations)
+    guard = Guard(policy, state)
+    parts = Parts(model, qs, q_vars, adam_vars, natgrad, adam, adam_lr, guard,
+                  bool(check_proposal) and natgrad is not None, counter)
+    run_chunk, traced = _compiled_loop(parts, STEPS[mode], source, compile, jit_compile)
+
+    # checkpoints: restore if there is one
+    history = History(mode=mode)
+    checkpoint = None
+    if checkpoint_dir is not None:
+        checkpoint_dir = Path(checkpoint_dir)
+        remove_unfinished_saves(checkpoint_dir)
+        trackables = dict(model=model, step=counter, recovery=guard)
+        if natgrad is not None:
+            trackables["natgrad"] = natgrad
+        if adam is not None:
+            trackables["adam"] = adam
+        if iterator is not None:
+            trackables["data"] = iterator
+        checkpoint = tf.train.Checkpoint(**trackables)
+        latest = latest_checkpoint(checkpoint_dir)
+        if latest is not None:
+            checkpoint.read(str(latest)).assert_existing_objects_matched()
+            saved = latest.parent / "history.json"
+            if saved.exists():
+                restored = History.from_json(saved)
+                restored.mode, restored.num_traces, restored.calls = history.mode, 0, 0
+                history = restored
+
+    done = int(counter.numpy())
+    time_offset = history.time[-1] if history.time else 0.0
+    bar = None
+    if progress and iterations > done:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=iterations, initial=done, desc=f"gpnat {history.mode}", leave=True)
+    t0 = time.perf_counter()
+    outside = 0.0  # seconds spent in callbacks and checkpoints, not counted as training time
+    size = 1  # the first call traces: one iteration, so that compile_time is that call
+    try:
+        while done < iterations:
+            n = min(size, iterations - done)
+            if checkpoint is not None:
+                n = min(n, checkpoint_every - done % checkpoint_every)
+            start = time_offset + time.perf_counter() - t0 - outside
+            records = [r.numpy() for r in run_chunk(n, iterator)]
+            end = time_offset + time.perf_counter() - t0 - outside
+            history.extend(done + 1, *records, start=start, end=end)
+            k = len(records[0])
+            if history.calls == 1 and compile:
+                history.compile_time = end - start
+            done += k
+            if k and records[1][-1] and int(guard.consecutive.numpy()) >= policy.max_consecutive:
+                error = _training_error(done, int(records[1][-1]), recovery, policy, natgrad, qs, history)
+                error.history = history
+                raise error
+            if bar is not None:
+                bar.update(k)
+                postfix = {"elbo": f"{history.elbo[-1]:.4g}"}
+                if natgrad is not None:
+                    postfix["gamma"] = f"{history.gamma[-1]:.3g}"
+                if history.recoveries:
+                    postfix["recovered"] = history.recoveries
+                bar.set_postfix(postfix, refresh=False)
+            t_outside = time.perf_counter()
+            for callback in callbacks:
+                callback(done, history)
+            if checkpoint is not None and (done % checkpoint_every == 0 or done == iterations):
+                write_checkpoint(checkpoint, checkpoint_dir, done, history)
+            outside += time.perf_counter() - t_outside
+            size = _next_size(steps_per_call, k, end - start, first=history.calls == 1)
+    finally:
+        if bar is not None:
+            bar.close()
+        history.num_traces = traced()
+    return history
+
+
+def _next_size(steps_per_call, last: int, seconds: float, first: bool) -> int:
+    """Iterations in the next compiled call."""
+    if steps_per_call != "auto":
+        return steps_per_call
+    if first:  # the first call included tracing: its time says nothing
+        return 2
+    per_iteration = seconds / max(last, 1)
+    wanted = SECONDS_PER_CALL / per_iteration if per_iteration > 0 else MAX_STEPS_PER_CALL
+    return int(max(1, min(MAX_STEPS_PER_CALL, 4 * last, wanted)))
+
+
+def _batches(model, data, batch_size, seed):
+    """(in-graph ArrayBatches, None) for arrays, or (None, an iterator) for a Dataset."""
+    if isinstance(data, tf.data.Dataset):
+        if getattr(model, "num_data", 0) is None:
+            raise ValueError(
+                "a tf.data.Dataset yields minibatches, so the model needs num_data = N (the "
+                "number of training points) to scale the ELBO by N / B: construct it with num_data=N"
+            )
+        return None, iter(dataset_batches(data, batch_size, seed))
+    X, Y = check_arrays(data)
+    N = X.shape[0]
+    if batch_size is not None and batch_size < N:
+        num_data = getattr(model, "num_data", None)
+        if num_data is None:
+            raise ValueError(
+                f"minibatch training needs the model's num_data = N = {N} to scale the ELBO "
+                "by N / B: construct it with num_data=N"
+            )
+        if num_data != N:
+            warnings.warn(f"model.num_data = {num_data} but the data have N = {N} rows")
+    return ArrayBatches(X, Y, batch_size, seed), None
+
+
+def _compiled_loop(parts: Parts, step, source, compile: bool, jit_compile: bool):
+    """``run(n, iterator) -> [loss, failure, gamma, rejections, scale]`` arrays of up to n iterations.
+
+    The iterations run in one ``tf.while_loop`` (inside one ``tf.function``
+    when ``compile``), each writing its :class:`~gpnat.training.steps.StepResult`
+    into buffers that are read back once. The loop stops early when recovery
+    has failed ``max_consecutive`` times in a row. Returns also a function
+    counting the traces.
+    """
+    iteration = partial(step, parts)
+    if compile and jit_compile:  # XLA compiles each iteration; the loop around it stays a graph
+        iteration = tf.function(iteration, jit_compile=True)
+    guard = parts.guard
+    limit = guard.policy.max_consecutive
+
+    def chunk(n, iterator):
+        def batch():
+            return source.batch(parts.counter) if source is not None else next(iterator)
+
+        def go_on(i, *buffers):
+            return tf.logical_and(i < n, guard.consecutive < limit)
+
+        def body(i, *buffers):
+            result = iteration(*batch())
+            return (i + 1,) + tuple(b.write(i, r) for b, r in zip(buffers, result))
+
+        buffers = tuple(tf.TensorArray(d, size=0, dynamic_size=True) for d in result_dtypes())
+        _, *buffers = tf.while_loop(go_on, body, (tf.constant(0), *buffers))
+        return [b.stack() for b in buffers]
+
+    if not compile:
+        return (lambda n, iterator: chunk(tf.constant(n), iterator)), (lambda: 0)
+    compiled = tf.function(chunk, reduce_retracing=True)
+
+    def run(n, iterator):
+        return compiled(tf.constant(n), iterator)
+
+    def traced():
+        count = compiled.experimental_get_tracing_count()
+        if isinstance(iteration, tf.types.experimental.GenericFunction):
+            count = max(count, iteration.experimental_get_tracing_count())
+        return count
+
+    return run, traced
+
+
+def _training_error(it, reason, recovery, policy, natgrad, qs, history) -> Exception:
+    """The error raised when recovery is impossible (or disabled), naming what failed."""
+    what = REASONS[reason]
+    if recovery is None:
+        tried = "recovery is off (recovery=None), so training stops at the first bad iteration"
+    else:
+        tried = (
+            f"{policy.max_consecutive} iterations in a row were rolled back, with the step size "
+            f"lowered to {history.scale[-1] * policy.backoff:.3g} of its value"
+        )
+    state = "the model holds its last good state (every variable and optimizer slot as it was)"
+    if reason == 3:
+        return NaturalGradientError(
+            f"iteration {it}: no valid natural-gradient step: {natgrad.rejection_reason()} "
+            f"{tried}; {state}."
+        )
+    if reason == 5:
+        advice = (f"Use a smaller adam_lr, the MeanCholesky parametrisation (q(u) is stored in "
+                  f"{[q.parametrisation for q in qs]}), or natural gradients for q(u).")
+    else:
+        advice = ("The steps have probably diverged, or the model cannot be evaluated at its "
+                  "start: try a smaller gamma or adam_lr, or a warm-up schedule "
+                  "(gpnat.schedules.LogLinear or IncreasingRate).")
+    last = history.elbo[-1]
+    return FloatingPointError(
+        f"iteration {it}: {what} (ELBO estimate {last:.4g}); {tried}; {state}. {advice}"
+    )
+
+
+def _mode_name(natgrad, adam, fused) -> str:
+    if natgrad is None:
+        return "adam"
+    if adam is None:
+        return "natgrad"
+    return "fused" if fused else "alternating"

@@ -1,0 +1,194 @@
+r"""One training iteration per mode, each an explicit function ``step(parts, X, Y) -> StepResult``.
+
+Every step is guarded by recovery (:class:`gpnat.recovery.Guard`):
+
+1. evaluate the loss and its gradients on the batch, and check them
+   (:meth:`~gpnat.recovery.Guard.acceptable`); a good state is saved;
+2. take the mode's updates;
+3. if anything failed, restore the saved state; update the guard's counters.
+
+The modes:
+
+* :func:`alternating`: natural step on q(u), then Adam on the hyperparameters
+  with the gradient evaluated at the updated q(u) (two evaluations; the
+  second also checks the loss at the proposal, for free);
+* :func:`fused`: one evaluation feeds both updates;
+* :func:`adam_only`: Adam on every trainable variable, q(u) included;
+* :func:`natgrad_only`: natural steps on q(u), hyperparameters fixed.
+
+They work eagerly and inside ``tf.function`` / ``tf.while_loop``.
+"""
+from dataclasses import dataclass
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
+
+import gpflow
+import tensorflow as tf
+
+from ..natgrad import NaturalGradient
+from ..recovery import Guard, _all_finite
+from ..variational import VariationalGaussian
+
+__all__ = ["StepResult", "Parts", "alternating", "fused", "adam_only", "natgrad_only", "STEPS"]
+
+
+class StepResult(NamedTuple):
+    """What one iteration did (scalar tensors)."""
+
+    loss: tf.Tensor  #: the loss on the batch before the iteration's updates
+    failure: tf.Tensor  #: int32: 0, or why the iteration was rolled back (gpnat.recovery.REASONS)
+    gamma: tf.Tensor  #: γ used by the natural step (0 when rolled back or rejected; NaN without one)
+    rejections: tf.Tensor  #: int64: natural-step proposals rejected
+    scale: tf.Tensor  #: recovery's factor on γ (on Adam's rate in Adam-only training) in force
+
+
+#: dtypes of a StepResult's fields, for the buffers of the compiled loop
+def result_dtypes() -> StepResult:
+    f = gpflow.default_float()
+    return StepResult(f, tf.int32, f, tf.int64, f)
+
+
+@dataclass
+class Parts:
+    """What the step functions act on."""
+
+    model: tf.Module  #: has ``training_loss((X, Y))``
+    qs: Sequence[VariationalGaussian]
+    q_vars: List[tf.Variable]  #: every q(u)'s stored variables, in order
+    adam_vars: List[tf.Variable]  #: what Adam trains
+    natgrad: Optional[NaturalGradient]
+    adam: Optional[tf.Module]  #: a built tf_keras Adam, or None
+    adam_lr: Optional[float]
+    guard: Guard
+    check_proposal: bool  #: roll back when the loss at the proposal rises (same batch)
+    counter: tf.Variable  #: iterations run (int64)
+
+
+# ----------------------------------------------------------------- helpers
+def _when(condition, fn) -> None:
+    """Run ``fn`` only where ``condition`` holds (eagerly or in a graph)."""
+    if tf.executing_eagerly():
+        if bool(condition):
+            fn()
+        return
+    tf.cond(condition, lambda: (fn(), tf.constant(True))[1], lambda: tf.constant(False))
+
+
+def _fail_unless(failure, ok, code):
+    """The first failure wins: ``code`` where nothing failed before and ``ok`` is False."""
+    return tf.where(tf.logical_and(tf.equal(failure, 0), tf.logical_not(ok)), code, failure)
+
+
+def _loss_and_grads(p: Parts, batch, variables):
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(variables)
+        loss = p.model.training_loss(batch)
+    return loss, tape.gradient(loss, variables)
+
+
+def _begin(p: Parts, batch, variables):
+    """Evaluate and check; save the state when it is good. Returns (loss, grads, failure)."""
+    loss, grads = _loss_and_grads(p, batch, variables)
+    failure = p.guard.acceptable(loss, grads)
+    _when(tf.equal(failure, 0), p.guard.save)
+    return loss, grads, failure
+
+
+def _natural(p: Parts, grads, failure):
+    """The natural step at recovery's γ factor. Returns (failure, γ, rejections)."""
+    step = p.natgrad.step(p.qs, grads, scale=p.guard.scale)
+    return _fail_unless(failure, step.accepted, 3), step.gamma, step.rejections
+
+
+def _adam(p: Parts, grads, failure) -> None:
+    """An Adam step, at recovery's factor on the rate, where nothing has failed."""
+    def apply():
+        p.adam.learning_rate.assign(tf.cast(p.adam_lr * p.guard.adam_scale, p.adam.learning_rate.dtype))
+        p.adam.apply_gradients(zip(grads, p.adam_vars))
+
+    _when(tf.equal(failure, 0), apply)
+
+
+def _check_proposal(p: Parts, batch, loss, failure):
+    """One more loss evaluation at the proposal, where asked for."""
+    if not p.check_proposal:
+        return failure
+    return _fail_unless(failure, p.guard.proposal_acceptable(p.model.training_loss(batch), loss), 4)
+
+
+def _end(p: Parts, loss, failure, gamma, rejections, blame_adam) -> StepResult:
+    """Restore the saved state after a failure, update recovery's counters, count the iteration."""
+    good = tf.equal(failure, 0)
+    _when(tf.logical_not(good), p.guard.restore)
+    scale = (p.guard.scale if p.natgrad is not None else p.guard.adam_scale).read_value()
+    p.guard.update(good, loss, blame_adam)
+    p.counter.assign_add(1)
+    if p.natgrad is not None:
+        gamma = tf.where(good, gamma, tf.zeros_like(gamma))
+    return StepResult(loss, failure, gamma, rejections, scale)
+
+
+def _no_natural_step():
+    return tf.constant(float("nan"), gpflow.default_float()), tf.constant(0, tf.int64)
+
+
+# ------------------------------------------------------------------ modes
+def alternating(p: Parts, X, Y) -> StepResult:
+    """Natural step on q(u), then Adam on the hyperparameters at the updated q(u)."""
+    batch = (X, Y)
+    loss, grads, failure = _begin(p, batch, p.q_vars)
+    failure, gamma, rejections = _natural(p, grads, failure)
+    loss_at, hyper_grads = _loss_and_grads(p, batch, p.adam_vars)
+    if p.check_proposal:
+        fine = p.guard.proposal_acceptable(loss_at, loss, hyper_grads)
+    else:
+        fine = _all_finite([loss_at] + list(hyper_grads))
+    failure = _fail_unless(failure, fine, 4)
+    _adam(p, hyper_grads, failure)
+    # Adam may be the cause only when the last iteration failed too
+    return _end(p, loss, failure, gamma, rejections, p.guard.consecutive > 0)
+
+
+def fused(p: Parts, X, Y) -> StepResult:
+    """One loss-and-gradient evaluation feeds the natural step and Adam."""
+    batch = (X, Y)
+    n = len(p.q_vars)
+    loss, grads, failure = _begin(p, batch, p.q_vars + p.adam_vars)
+    failure, gamma, rejections = _natural(p, grads[:n], failure)
+    failure = _check_proposal(p, batch, loss, failure)
+    _adam(p, grads[n:], failure)
+    return _end(p, loss, failure, gamma, rejections, p.guard.consecutive > 0)
+
+
+def natgrad_only(p: Parts, X, Y) -> StepResult:
+    """Natural steps on q(u); the hyperparameters stay fixed."""
+    batch = (X, Y)
+    loss, grads, failure = _begin(p, batch, p.q_vars)
+    failure, gamma, rejections = _natural(p, grads, failure)
+    failure = _check_proposal(p, batch, loss, failure)
+    return _end(p, loss, failure, gamma, rejections, tf.constant(False))
+
+
+def adam_only(p: Parts, X, Y) -> StepResult:
+    """Adam on every trainable variable, q(u) included.
+
+    Only here can a step leave q(u) outside the Gaussian family (e.g. natural
+    storage with a precision that is no longer positive definite), so only
+    here is q(u) checked after the step; for mean/Cholesky storage that check
+    is O(M²) (finite, nonzero diagonal), not a Cholesky.
+    """
+    loss, grads, failure = _begin(p, (X, Y), p.adam_vars)
+    _adam(p, grads, failure)
+    if p.qs:
+        valid = tf.reduce_all(tf.stack([q.is_valid() for q in p.qs]))
+        failure = _fail_unless(failure, valid, 5)
+    gamma, rejections = _no_natural_step()
+    return _end(p, loss, failure, gamma, rejections, tf.constant(True))
+
+
+#: the step function of each mode
+STEPS: Dict[str, Callable[[Parts, tf.Tensor, tf.Tensor], StepResult]] = {
+    "alternating": alternating,
+    "fused": fused,
+    "natgrad": natgrad_only,
+    "adam": adam_only,
+}
