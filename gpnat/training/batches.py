@@ -27,43 +27,74 @@ def check_arrays(data) -> Tuple[np.ndarray, np.ndarray]:
     return X, Y
 
 
-class ArrayBatches:
-    """Minibatches of arrays held on the device, drawn in-graph.
+_ROUNDS = 6
+_MASK32 = 0xFFFFFFFF
 
-    Batch t of epoch e is a slice of a permutation that depends only on (seed, e),
-    so training resumed from a checkpoint draws exactly the same batches.
+
+def _mix(x: tf.Tensor) -> tf.Tensor:
+    """A 32-bit integer hash of int64 values below 2^32 (no int64 product can overflow)."""
+    x = tf.bitwise.bitwise_and(x * 0x2C1B3C6D, _MASK32)
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 15))
+    x = tf.bitwise.bitwise_and(x * 0x297A2D39, _MASK32)
+    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 12))
+
+
+class ArrayBatches:
+    """Minibatches of arrays held on the device, drawn in-graph with O(B) memory.
+
+    Each epoch visits the N rows in a pseudo-random order that depends only on
+    (seed, epoch): a keyed Feistel permutation of [0, 2^(2h)) ⊇ [0, N), walked
+    in cycles until it lands in [0, N). Batch t of an epoch takes positions
+    tB, …, tB + B − 1 of that order, computing only those B indices; no
+    permutation of all N rows is ever stored, so memory does not grow with N
+    beyond the data themselves. Training resumed from a checkpoint draws
+    exactly the same batches. With ``batch_size=None`` (or B ≥ N) every
+    iteration uses all the data.
     """
 
     def __init__(self, X, Y, batch_size: Optional[int], seed: int):
         self.X, self.Y = tf.constant(X), tf.constant(Y)
-        self.N = X.shape[0]
+        self.N = int(X.shape[0])
         self.batch_size = batch_size
         self.seed = seed
         if batch_size is not None:
             self.batches_per_epoch = max(self.N // batch_size, 1)
-            # the current epoch's permutation, recomputed only when the epoch changes
-            self._epoch = tf.Variable(-1, dtype=tf.int64, trainable=False)
-            self._perm = tf.Variable(tf.range(self.N, dtype=tf.int32), trainable=False)
+        self._half_bits = max(1, ((self.N - 1).bit_length() + 1) // 2)  # h: 2^(2h) >= N
 
-    def _permutation(self, epoch: tf.Tensor) -> tf.Tensor:
-        keys = tf.random.stateless_uniform(
-            [self.N], seed=tf.stack([tf.constant(self.seed, tf.int64), epoch]), dtype=tf.float64
+    def _keys(self, epoch: tf.Tensor) -> tf.Tensor:
+        seed = tf.stack([tf.constant(self.seed, tf.int64), epoch])
+        return tf.random.stateless_uniform([_ROUNDS], seed=seed, minval=0, maxval=2 ** 31, dtype=tf.int64)
+
+    def _feistel(self, x: tf.Tensor, keys: tf.Tensor) -> tf.Tensor:
+        """A bijection of [0, 2^(2h)) keyed by ``keys`` (int64 in, int64 out)."""
+        h = tf.constant(self._half_bits, tf.int64)
+        mask = tf.constant((1 << self._half_bits) - 1, tf.int64)
+        left, right = tf.bitwise.right_shift(x, h), tf.bitwise.bitwise_and(x, mask)
+        for r in range(_ROUNDS):
+            f = tf.bitwise.bitwise_and(_mix(tf.bitwise.bitwise_xor(right, keys[r])), mask)
+            left, right = right, tf.bitwise.bitwise_xor(left, f)
+        return tf.bitwise.bitwise_or(tf.bitwise.left_shift(left, h), right)
+
+    def positions(self, epoch: tf.Tensor, start: tf.Tensor, size: int) -> tf.Tensor:
+        """Rows at positions ``start, …, start + size − 1`` of the order of ``epoch`` (int64 [size])."""
+        keys = self._keys(tf.cast(epoch, tf.int64))
+        x = self._feistel(tf.range(size, dtype=tf.int64) + tf.cast(start, tf.int64), keys)
+        # cycle-walking: apply the bijection again where it left [0, N); this stays a bijection of [0, N)
+        _, x = tf.while_loop(
+            lambda i, x: tf.reduce_any(x >= self.N),
+            lambda i, x: (i + 1, tf.where(x >= self.N, self._feistel(x, keys), x)),
+            (tf.constant(0), x),
         )
-        return tf.argsort(keys)  # a random permutation, also under XLA
+        return x
 
     def batch(self, step: tf.Tensor):
+        """(X, Y) of iteration ``step`` (0-based)."""
         if self.batch_size is None or self.batch_size >= self.N:
             return self.X, self.Y
         step = tf.cast(step, tf.int64)
         epoch = step // self.batches_per_epoch
         k = step % self.batches_per_epoch
-        perm = tf.cond(
-            tf.equal(epoch, self._epoch),
-            lambda: self._perm.read_value(),
-            lambda: self._perm.assign(self._permutation(epoch)),
-        )
-        self._epoch.assign(epoch)
-        idx = perm[k * self.batch_size:(k + 1) * self.batch_size]
+        idx = self.positions(epoch, k * self.batch_size, self.batch_size)
         return tf.gather(self.X, idx), tf.gather(self.Y, idx)
 
 
