@@ -60,6 +60,8 @@ class ArrayBatches:
         if batch_size is not None:
             self.batches_per_epoch = max(self.N // batch_size, 1)
         self._half_bits = max(1, ((self.N - 1).bit_length() + 1) // 2)  # h: 2^(2h) >= N
+        # some hundred small integer ops: XLA fuses them into one kernel
+        self._positions = tf.function(self.positions, jit_compile=True, reduce_retracing=True)
 
     def _keys(self, epoch: tf.Tensor) -> tf.Tensor:
         seed = tf.stack([tf.constant(self.seed, tf.int64), epoch])
@@ -94,7 +96,7 @@ class ArrayBatches:
         step = tf.cast(step, tf.int64)
         epoch = step // self.batches_per_epoch
         k = step % self.batches_per_epoch
-        idx = self.positions(epoch, k * self.batch_size, self.batch_size)
+        idx = self._positions(epoch, k * self.batch_size, self.batch_size)
         return tf.gather(self.X, idx), tf.gather(self.Y, idx)
 
 
