@@ -32,8 +32,8 @@ def _hyper(model):
 @pytest.mark.parametrize(
     "kwargs, mode, evaluations",
     [
-        (dict(), "alternating", 2),
-        (dict(fused=True), "fused", 1),
+        (dict(fused=False), "alternating", 2),
+        (dict(), "fused", 1),
         (dict(natgrad=None), "adam", 1),
         (dict(adam_lr=None), "natgrad", 1),
     ],
@@ -58,6 +58,20 @@ def test_modes_improve_the_elbo_without_retracing(rng, kwargs, mode, evaluations
     finally:
         del model.training_loss
     assert len(calls) == 3 * evaluations
+
+
+def test_defaults_follow_the_likelihood(rng):
+    """Fused wherever both optimizers train; γ = 1 from the start for a Gaussian likelihood (exact in one
+    full-batch step), a warm-up to γ = 0.1 for any other."""
+    model, data = _model(rng)
+    history = gpnat.train(model, data, iterations=3, progress=False)
+    assert history.mode == "fused" and history.gamma == [1.0, 1.0, 1.0]
+    model, data = _model(rng, likelihood=gpflow.likelihoods.StudentT())
+    history = gpnat.train(model, data, iterations=3, progress=False)
+    expected = [schedules.LogLinear(1e-3, 0.1, 20)(t) for t in (1, 2, 3)]
+    np.testing.assert_allclose(history.gamma, expected, rtol=1e-12)
+    assert gpnat.train(model, data, iterations=2, natgrad=None, progress=False).mode == "adam"
+    assert gpnat.train(model, data, iterations=2, adam_lr=None, progress=False).mode == "natgrad"
 
 
 def test_q_is_kept_out_of_adam_and_hyperparameters_out_of_natgrad(rng):

@@ -331,6 +331,7 @@ def train_with_trace(
         gpnat.train(
             model, data, iterations=iterations, natgrad=natgrad, adam_lr=method.adam_lr,
             batch_size=method.batch_size, progress=False, seed=seed, callbacks=[callback],
+            fused=False,  # the paper alternates: Adam's gradient at the updated q(u)
             recovery=None,  # the experiments count divergence, as the paper does
         )
     except _Stop:
