@@ -9,6 +9,7 @@ possible; recovery itself (rollback, backoff) runs inside the compiled loop.
 """
 import math
 import time
+from contextlib import contextmanager
 import warnings
 from functools import partial
 from pathlib import Path
@@ -136,32 +137,9 @@ def train(
         (the loss stays non-finite or collapsed, or Adam keeps leaving q(u)
         invalid); the model holds its last good state (``error.history`` as above).
     """
-    if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 0:
-        raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}")
-    iterations = int(iterations)
-    if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-    if checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
-    if natgrad is _DEFAULT:
-        natgrad = _DEFAULT.make(model)
-    if natgrad is not None and not isinstance(natgrad, NaturalGradient):
-        raise TypeError(f"natgrad must be a gpnat.NaturalGradient or None, got {natgrad!r}")
-    if adam_lr is not None and not (isinstance(adam_lr, (int, float)) and math.isfinite(adam_lr) and adam_lr > 0):
-        raise ValueError(f"adam_lr must be a positive finite number or None, got {adam_lr!r}")
-    if natgrad is None and adam_lr is None:
-        raise ValueError("nothing to train: natgrad and adam_lr are both None")
-    if fused and (natgrad is None or adam_lr is None):
-        raise ValueError("fused=True needs both natgrad and adam_lr")
-    if fused is None:
-        fused = natgrad is not None and adam_lr is not None
+    iterations, natgrad, fused, steps_per_call = _check_arguments(
+        model, iterations, natgrad, adam_lr, batch_size, fused, callbacks, checkpoint_every, steps_per_call)
     seed = 0 if seed is None else int(seed)
-
-    if steps_per_call != "auto" and (
-            isinstance(steps_per_call, bool) or not isinstance(steps_per_call, int) or steps_per_call < 1):
-        raise ValueError(f"steps_per_call must be a positive integer or 'auto', got {steps_per_call!r}")
-    if callbacks and steps_per_call == "auto":
-        steps_per_call = 1
 
     qs = variational_distributions(model)
     if natgrad is not None and not qs:
@@ -185,9 +163,7 @@ def train(
     check_proposal = policy.check_proposal
     if check_proposal is None:  # where it is free: the alternating Adam half evaluates there anyway
         check_proposal = mode == "alternating"
-    state = list(model.trainable_variables)
-    if adam is not None:
-        state += list(adam.variables)
+    state = list(model.trainable_variables) + (list(adam.variables) if adam is not None else [])
     if natgrad is not None:
         state.append(natgrad.iterations)
     guard = Guard(policy, state)
@@ -195,76 +171,131 @@ def train(
                   bool(check_proposal) and natgrad is not None, counter)
     run_chunk, traced = _compiled_loop(parts, STEPS[mode], source, compile, jit_compile)
 
-    # checkpoints: restore if there is one
     history = History(mode=mode)
     checkpoint = None
     if checkpoint_dir is not None:
         checkpoint_dir = Path(checkpoint_dir)
-        remove_unfinished_saves(checkpoint_dir)
-        trackables = dict(model=model, step=counter, recovery=guard)
-        if natgrad is not None:
-            trackables["natgrad"] = natgrad
-        if adam is not None:
-            trackables["adam"] = adam
-        if iterator is not None:
-            trackables["data"] = iterator
-        checkpoint = tf.train.Checkpoint(**trackables)
-        latest = latest_checkpoint(checkpoint_dir)
-        if latest is not None:
-            checkpoint.read(str(latest)).assert_existing_objects_matched()
-            saved = latest.parent / "history.json"
-            if saved.exists():
-                restored = History.from_json(saved)
-                restored.mode, restored.num_traces, restored.calls = history.mode, 0, 0
-                history = restored
+        trackables = dict(model=model, step=counter, recovery=guard, natgrad=natgrad, adam=adam, data=iterator)
+        checkpoint, history = _resume(checkpoint_dir, trackables, history)
 
+    # the loop: one compiled call per chunk of iterations; the host acts between calls
     done = int(counter.numpy())
-    time_offset = history.time[-1] if history.time else 0.0
-    bar = None
-    if progress and iterations > done:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=iterations, initial=done, desc=f"gpnat {history.mode}", leave=True)
-    t0 = time.perf_counter()
-    outside = 0.0  # seconds spent in callbacks and checkpoints, not counted as training time
-    size = 1  # the first call traces: one iteration, so that compile_time is that call
+    bar = _progress_bar(iterations, done, mode) if progress else None
+    clock = _TrainingClock(history.time[-1] if history.time else 0.0)
+    size, first = 1, True  # the first call traces: one iteration, so that compile_time is that call
     try:
         while done < iterations:
             n = min(size, iterations - done)
             if checkpoint is not None:
                 n = min(n, checkpoint_every - done % checkpoint_every)
-            start = time_offset + time.perf_counter() - t0 - outside
+            start = clock.now()
             records = [r.numpy() for r in run_chunk(n, iterator)]
-            end = time_offset + time.perf_counter() - t0 - outside
+            end = clock.now()
             history.extend(done + 1, *records, start=start, end=end)
-            k = len(records[0])
-            if history.calls == 1 and compile:
+            if first and compile:
                 history.compile_time = end - start
+            k, failure = len(records[0]), int(records[1][-1]) if len(records[0]) else 0
             done += k
-            if k and records[1][-1] and int(guard.consecutive.numpy()) >= policy.max_consecutive:
-                error = _training_error(done, int(records[1][-1]), recovery, policy, natgrad, qs, history)
+            if failure and int(guard.consecutive.numpy()) >= policy.max_consecutive:
+                error = _training_error(done, failure, recovery, policy, natgrad, qs, history)
                 error.history = history
                 raise error
             if bar is not None:
-                bar.update(k)
-                postfix = {"elbo": f"{history.elbo[-1]:.4g}"}
-                if natgrad is not None:
-                    postfix["gamma"] = f"{history.gamma[-1]:.3g}"
-                if history.recoveries:
-                    postfix["recovered"] = history.recoveries
-                bar.set_postfix(postfix, refresh=False)
-            t_outside = time.perf_counter()
-            for callback in callbacks:
-                callback(done, history)
-            if checkpoint is not None and (done % checkpoint_every == 0 or done == iterations):
-                write_checkpoint(checkpoint, checkpoint_dir, done, history)
-            outside += time.perf_counter() - t_outside
-            size = _next_size(steps_per_call, k, end - start, first=history.calls == 1)
+                _show(bar, k, history, natgrad is not None)
+            with clock.paused():  # callbacks and checkpoints are not training time
+                for callback in callbacks:
+                    callback(done, history)
+                if checkpoint is not None and (done % checkpoint_every == 0 or done == iterations):
+                    write_checkpoint(checkpoint, checkpoint_dir, done, history)
+            size = _next_size(steps_per_call, k, end - start, first=first)
+            first = False
     finally:
         if bar is not None:
             bar.close()
         history.num_traces = traced()
     return history
+
+
+def _check_arguments(model, iterations, natgrad, adam_lr, batch_size, fused, callbacks, checkpoint_every,
+                     steps_per_call):
+    """Validate train's arguments before anything changes; returns the resolved
+    (iterations, natgrad, fused, steps_per_call)."""
+    if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 0:
+        raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}")
+    if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
+    if natgrad is _DEFAULT:
+        natgrad = _DEFAULT.make(model)
+    if natgrad is not None and not isinstance(natgrad, NaturalGradient):
+        raise TypeError(f"natgrad must be a gpnat.NaturalGradient or None, got {natgrad!r}")
+    if adam_lr is not None and not (isinstance(adam_lr, (int, float)) and math.isfinite(adam_lr) and adam_lr > 0):
+        raise ValueError(f"adam_lr must be a positive finite number or None, got {adam_lr!r}")
+    if natgrad is None and adam_lr is None:
+        raise ValueError("nothing to train: natgrad and adam_lr are both None")
+    if fused and (natgrad is None or adam_lr is None):
+        raise ValueError("fused=True needs both natgrad and adam_lr")
+    if fused is None:
+        fused = natgrad is not None and adam_lr is not None
+    if steps_per_call != "auto" and (
+            isinstance(steps_per_call, bool) or not isinstance(steps_per_call, int) or steps_per_call < 1):
+        raise ValueError(f"steps_per_call must be a positive integer or 'auto', got {steps_per_call!r}")
+    if callbacks and steps_per_call == "auto":
+        steps_per_call = 1  # callbacks see every iteration
+    return int(iterations), natgrad, fused, steps_per_call
+
+
+def _resume(directory: Path, trackables: dict, history: History):
+    """A checkpoint of ``trackables`` (None entries left out), restored from ``directory`` if it has one."""
+    remove_unfinished_saves(directory)
+    checkpoint = tf.train.Checkpoint(**{k: v for k, v in trackables.items() if v is not None})
+    latest = latest_checkpoint(directory)
+    if latest is not None:
+        checkpoint.read(str(latest)).assert_existing_objects_matched()
+        saved = latest.parent / "history.json"
+        if saved.exists():
+            restored = History.from_json(saved)
+            restored.mode, restored.num_traces = history.mode, 0
+            history = restored
+    return checkpoint, history
+
+
+class _TrainingClock:
+    """Seconds of training: wall-clock time since the start, less the time spent paused."""
+
+    def __init__(self, offset: float):
+        self.t0 = time.perf_counter() - offset
+        self.outside = 0.0
+
+    def now(self) -> float:
+        return time.perf_counter() - self.t0 - self.outside
+
+    @contextmanager
+    def paused(self):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.outside += time.perf_counter() - t
+
+
+def _progress_bar(iterations: int, done: int, mode: str):
+    if iterations <= done:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=iterations, initial=done, desc=f"gpnat {mode}", leave=True)
+
+
+def _show(bar, k: int, history: History, natural: bool) -> None:
+    bar.update(k)
+    postfix = {"elbo": f"{history.elbo[-1]:.4g}"}
+    if natural:
+        postfix["gamma"] = f"{history.gamma[-1]:.3g}"
+    if history.recoveries:
+        postfix["recovered"] = history.recoveries
+    bar.set_postfix(postfix, refresh=False)
 
 
 def _next_size(steps_per_call, last: int, seconds: float, first: bool) -> int:

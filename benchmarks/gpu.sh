@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The training-iteration benchmark on a GPU: benchmarks/bench_training.py on the
+# first GPU TensorFlow sees, M up to 5000, batch up to 1e5, float64 and float32,
+# bare gpflow loops interleaved in the same run, peak device memory, and memory
+# against N up to 1e7. One prepared script: about 20-40 minutes on one GPU.
+#
+#   benchmarks/gpu.sh [OUTPUT_DIR]        (default: benchmarks/gpu)
+#
+# Writes OUTPUT_DIR/RESULTS.md, results.json and nvidia-smi.txt (the card).
+# Needs TensorFlow with GPU support: an existing .venv (make install), or
+# PYTHON=/path/to/python; without either it makes .venv and installs gpnat with
+# tensorflow[and-cuda] (network needed). Exits 3 when TensorFlow sees no GPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-benchmarks/gpu}
+PY=${PYTHON:-.venv/bin/python}
+if [ ! -x "$PY" ] && [ -z "${PYTHON:-}" ]; then
+    python3 -m venv .venv
+    .venv/bin/pip install -q -e . 'tensorflow[and-cuda]'
+    PY=.venv/bin/python
+fi
+if ! "$PY" -c "import sys, tensorflow as tf; sys.exit(0 if tf.config.list_physical_devices('GPU') else 3)"; then
+    echo "TensorFlow sees no GPU: nothing run" >&2
+    exit 3
+fi
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/nvidia-smi.txt" 2>&1 || true
+export PYTHONUNBUFFERED=1
+"$PY" benchmarks/bench_training.py \
+    --M 20,50,100,200,500,1000,2000,5000 --batch 256,1000,10000,100000 --dtype float64,float32 \
+    --num-data 200000 --repeats 3 --seconds 0.3 --memory-scaling 1e5,1e6,1e7 --iterations 200 \
+    --output "$OUT/RESULTS.md" --json "$OUT/results.json"
