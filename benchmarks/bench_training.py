@@ -274,16 +274,27 @@ def memory_child(N: int, iterations: int) -> dict:
                     natgrad=gpnat.NaturalGradient(GAMMA), progress=False)
     wall = time.perf_counter() - t0
     after = memory_info()
-    import resource
     result = {"N": N, "data_mb": data_mb, "iterations": iterations,
               "ms_per_iteration": 1e3 * (h.time[-1] - h.time[0]) / (iterations - 1),
-              "wall_s": wall, "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+              "wall_s": wall, "max_rss_mb": _peak_rss_mb()}
     if before is not None and after is not None:
         result["allocator_before_mb"] = before["current"] / 2 ** 20
         result["allocator_peak_mb"] = after["peak"] / 2 ** 20
         # the data are copied into the device (tf.constant) when train starts
         result["peak_beyond_data_mb"] = (after["peak"] - before["current"]) / 2 ** 20 - data_mb
     return result
+
+
+def _peak_rss_mb():
+    """This process's peak resident memory (VmHWM; unlike ru_maxrss it does not carry over from the
+    parent across exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 def memory_scaling(sizes, iterations, log):
@@ -385,14 +396,14 @@ def render(cells, scaling, meta):
           f"Traces per gpnat.train call: {sorted(traces)} (1 = no retracing).", ""]
     if scaling:
         L += ["## Memory against N (gpnat fused, M = 100, batch 1000, float64, one process per N)", "",
-              "| N | data (MiB) | allocator peak beyond the data (MiB) | max RSS of the process (MiB) "
+              "| N | data (MiB) | allocator peak beyond the data (MiB) | peak resident memory of the process (MiB) "
               "| ms per iteration |", "|---|---|---|---|---|"]
         for s in scaling:
             if "error" in s:
                 L.append(f"| {s['N']} | error: {s['error'][-200:]!r} | | | |")
             else:
                 L.append(f"| {s['N']:.0e} | {s['data_mb']:.1f} | {fmt(s.get('peak_beyond_data_mb'), '.1f')} | "
-                         f"{s['max_rss_mb']:.0f} | {s['ms_per_iteration']:.3g} |")
+                         f"{fmt(s['max_rss_mb'], '.0f')} | {s['ms_per_iteration']:.3g} |")
         L += ["", "The data are held twice on a CPU (the NumPy arrays and their copy as tensors); the "
               "allocator column counts what training allocates beyond that copy.", ""]
     return "\n".join(L) + "\n"

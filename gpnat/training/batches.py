@@ -1,4 +1,5 @@
 """Training data: arrays checked and batched in-graph, or a ``tf.data.Dataset``."""
+import math
 from typing import Optional, Tuple
 
 import gpflow
@@ -27,7 +28,7 @@ def check_arrays(data) -> Tuple[np.ndarray, np.ndarray]:
     return X, Y
 
 
-_ROUNDS = 6
+_ROUNDS = 8
 _MASK32 = 0xFFFFFFFF
 
 
@@ -43,8 +44,9 @@ class ArrayBatches:
     """Minibatches of arrays held on the device, drawn in-graph with O(B) memory.
 
     Each epoch visits the N rows in a pseudo-random order that depends only on
-    (seed, epoch): a keyed Feistel permutation of [0, 2^(2h)) ⊇ [0, N), walked
-    in cycles until it lands in [0, N). Batch t of an epoch takes positions
+    (seed, epoch): a keyed Feistel permutation of [0, a·b) ⊇ [0, N) in mixed
+    radix (a = ⌈√N⌉, b = ⌈N / a⌉, so a·b − N < a), walked in cycles until it
+    lands in [0, N) (rarely more than one extra pass). Batch t of an epoch takes positions
     tB, …, tB + B − 1 of that order, computing only those B indices; no
     permutation of all N rows is ever stored, so memory does not grow with N
     beyond the data themselves. Training resumed from a checkpoint draws
@@ -59,7 +61,8 @@ class ArrayBatches:
         self.seed = seed
         if batch_size is not None:
             self.batches_per_epoch = max(self.N // batch_size, 1)
-        self._half_bits = max(1, ((self.N - 1).bit_length() + 1) // 2)  # h: 2^(2h) >= N
+        self._a = max(2, math.isqrt(self.N - 1) + 1)  # ⌈√N⌉ (at least 2)
+        self._b = max(2, -(-self.N // self._a))  # ⌈N / a⌉: a·b ≥ N
         # some hundred small integer ops: XLA fuses them into one kernel
         self._positions = tf.function(self.positions, jit_compile=True, reduce_retracing=True)
 
@@ -68,14 +71,16 @@ class ArrayBatches:
         return tf.random.stateless_uniform([_ROUNDS], seed=seed, minval=0, maxval=2 ** 31, dtype=tf.int64)
 
     def _feistel(self, x: tf.Tensor, keys: tf.Tensor) -> tf.Tensor:
-        """A bijection of [0, 2^(2h)) keyed by ``keys`` (int64 in, int64 out)."""
-        h = tf.constant(self._half_bits, tf.int64)
-        mask = tf.constant((1 << self._half_bits) - 1, tf.int64)
-        left, right = tf.bitwise.right_shift(x, h), tf.bitwise.bitwise_and(x, mask)
+        """A bijection of [0, a·b) keyed by ``keys``: x = hi·b + lo, rounds alternately
+        hi ← (hi + F(lo)) mod a and lo ← (lo + F(hi)) mod b (int64 in, int64 out)."""
+        a, b = tf.constant(self._a, tf.int64), tf.constant(self._b, tf.int64)
+        hi, lo = x // b, x % b
         for r in range(_ROUNDS):
-            f = tf.bitwise.bitwise_and(_mix(tf.bitwise.bitwise_xor(right, keys[r])), mask)
-            left, right = right, tf.bitwise.bitwise_xor(left, f)
-        return tf.bitwise.bitwise_or(tf.bitwise.left_shift(left, h), right)
+            if r % 2 == 0:
+                hi = (hi + _mix(tf.bitwise.bitwise_xor(lo, keys[r]))) % a
+            else:
+                lo = (lo + _mix(tf.bitwise.bitwise_xor(hi, keys[r]))) % b
+        return hi * b + lo
 
     def positions(self, epoch: tf.Tensor, start: tf.Tensor, size: int) -> tf.Tensor:
         """Rows at positions ``start, …, start + size − 1`` of the order of ``epoch`` (int64 [size])."""
