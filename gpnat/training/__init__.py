@@ -1,4 +1,4 @@
-r"""Hybrid training: natural-gradient steps on q(u) alternating with Adam on everything else.
+r"""Hybrid training: natural-gradient steps on q(u) with Adam on everything else.
 
 :func:`train` runs the recipe of Salimbeni, Eleftheriadis & Hensman (2018):
 each iteration takes a natural-gradient step on every q(u) of the model and an
@@ -7,9 +7,10 @@ inputs, mean function). Many iterations run inside one compiled call.
 
 Modes (chosen by the arguments; one step function each in :mod:`~gpnat.training.steps`):
 
-* alternating (default): natural-gradient step, then an Adam step evaluated at
-  the updated q(u) (two loss-and-gradient evaluations);
-* fused (``fused=True``): one loss-and-gradient evaluation feeds both updates;
+* fused (the default wherever both optimizers train): one loss-and-gradient
+  evaluation feeds both updates;
+* alternating (``fused=False``): natural-gradient step, then an Adam step
+  evaluated at the updated q(u) (two loss-and-gradient evaluations);
 * Adam-only (``natgrad=None``): Adam on all trainable variables, q(u) included;
 * natgrad-only (``adam_lr=None``): hyperparameters stay fixed.
 

@@ -87,10 +87,10 @@ class ArrayBatches:
         keys = self._keys(tf.cast(epoch, tf.int64))
         x = self._feistel(tf.range(size, dtype=tf.int64) + tf.cast(start, tf.int64), keys)
         # cycle-walking: apply the bijection again where it left [0, N); this stays a bijection of [0, N)
-        _, x = tf.while_loop(
-            lambda i, x: tf.reduce_any(x >= self.N),
-            lambda i, x: (i + 1, tf.where(x >= self.N, self._feistel(x, keys), x)),
-            (tf.constant(0), x),
+        (x,) = tf.while_loop(
+            lambda x: tf.reduce_any(x >= self.N),
+            lambda x: (tf.where(x >= self.N, self._feistel(x, keys), x),),
+            (x,),
         )
         return x
 

@@ -9,8 +9,8 @@ possible; recovery itself (rollback, backoff) runs inside the compiled loop.
 """
 import math
 import time
-from contextlib import contextmanager
 import warnings
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -362,15 +362,15 @@ def _compiled_loop(parts: Parts, step, source, compile: bool, jit_compile: bool)
         _, *buffers = tf.while_loop(go_on, body, (tf.constant(0), *buffers))
         return [b.stack() for b in buffers]
 
-    if not compile:
-        return (lambda n, iterator: chunk(tf.constant(n), iterator)), (lambda: 0)
-    compiled = tf.function(chunk, reduce_retracing=True)
+    fn = tf.function(chunk, reduce_retracing=True) if compile else chunk
 
     def run(n, iterator):
-        return compiled(tf.constant(n), iterator)
+        return fn(tf.constant(n), iterator)
 
     def traced():
-        count = compiled.experimental_get_tracing_count()
+        if not compile:
+            return 0
+        count = fn.experimental_get_tracing_count()
         if isinstance(iteration, tf.types.experimental.GenericFunction):
             count = max(count, iteration.experimental_get_tracing_count())
         return count

@@ -41,8 +41,8 @@ class StepResult(NamedTuple):
     scale: tf.Tensor  #: recovery's factor on γ (on Adam's rate in Adam-only training) in force
 
 
-#: dtypes of a StepResult's fields, for the buffers of the compiled loop
 def result_dtypes() -> StepResult:
+    """The dtypes of a StepResult's fields, for the buffers of the compiled loop."""
     f = gpflow.default_float()
     return StepResult(f, tf.int32, f, tf.int64, f)
 
