@@ -5,9 +5,12 @@ choice, and a :class:`NaturalGradient` optimizer that steps in it, built on
 TensorFlow and gpflow (float64 by default, through gpflow's config).
 """
 from . import gaussian, parametrisations, recovery, schedules
-from .models import SVGP
+from .models import SVGP, VGP
 from .natgrad import NaturalGradient, NaturalGradientError, natural_gradient
 from .parametrisations import (
+    DiagonalExpectation,
+    DiagonalMeanStd,
+    DiagonalNatural,
     Expectation,
     MeanCholesky,
     MeanPrecisionCholesky,
@@ -22,6 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SVGP",
+    "VGP",
     "NaturalGradient",
     "NaturalGradientError",
     "natural_gradient",
@@ -30,6 +34,9 @@ __all__ = [
     "Natural",
     "Expectation",
     "MeanPrecisionCholesky",
+    "DiagonalMeanStd",
+    "DiagonalNatural",
+    "DiagonalExpectation",
     "VariationalGaussian",
     "train",
     "Recovery",

@@ -38,6 +38,11 @@ __all__ = [
     "meanchol_to_precision_cholesky",
     "precision_cholesky_to_meanchol",
     "is_valid_cholesky",
+    "diag_meanstd_to_natural",
+    "diag_natural_to_meanstd",
+    "diag_meanstd_to_expectation",
+    "diag_expectation_to_meanstd",
+    "is_valid_diag",
 ]
 
 Pair = Tuple[tf.Tensor, tf.Tensor]
@@ -195,3 +200,48 @@ def is_valid_cholesky(q_mu: tf.Tensor, q_sqrt: tf.Tensor) -> tf.Tensor:
     )
     nonsingular = tf.reduce_all(tf.linalg.diag_part(q_sqrt) != 0)
     return tf.logical_and(finite, nonsingular)
+
+
+# ----------------------------------------------------------------------------
+# The diagonal (mean-field) family: M·L independent univariate Gaussians.
+#
+# gpflow's ``q_diag`` layout: the mean and the standard deviations are both
+# ``[M, L]``. A diagonal q(u) is its own exponential family, with natural
+# parameters θ₁ = m / s², θ₂ = −1 / (2 s²) and expectation parameters
+# η₁ = m, η₂ = s² + m², all elementwise; its natural gradient is not a
+# projection of the full family's.
+# ----------------------------------------------------------------------------
+@check_shapes("q_mu: [M, L]", "q_sqrt: [M, L]", "return[0]: [M, L]", "return[1]: [M, L]")
+def diag_meanstd_to_natural(q_mu: tf.Tensor, q_sqrt: tf.Tensor) -> Pair:
+    """(m, s) -> (θ₁ = m / s², θ₂ = −1 / (2 s²)), elementwise."""
+    precision = tf.math.reciprocal(tf.square(q_sqrt))
+    return q_mu * precision, -0.5 * precision
+
+
+@check_shapes("theta_1: [M, L]", "theta_2: [M, L]", "return[0]: [M, L]", "return[1]: [M, L]")
+def diag_natural_to_meanstd(theta_1: tf.Tensor, theta_2: tf.Tensor) -> Pair:
+    """(θ₁, θ₂) -> (m = θ₁ s², s = (−2θ₂)^(−½)); NaN where −2θ₂ ≤ 0."""
+    variance = tf.math.reciprocal(-2.0 * theta_2)
+    return theta_1 * variance, tf.sqrt(tf.where(variance > 0, variance, float("nan")))
+
+
+@check_shapes("q_mu: [M, L]", "q_sqrt: [M, L]", "return[0]: [M, L]", "return[1]: [M, L]")
+def diag_meanstd_to_expectation(q_mu: tf.Tensor, q_sqrt: tf.Tensor) -> Pair:
+    """(m, s) -> (η₁ = m, η₂ = s² + m²), elementwise."""
+    return q_mu, tf.square(q_sqrt) + tf.square(q_mu)
+
+
+@check_shapes("eta_1: [M, L]", "eta_2: [M, L]", "return[0]: [M, L]", "return[1]: [M, L]")
+def diag_expectation_to_meanstd(eta_1: tf.Tensor, eta_2: tf.Tensor) -> Pair:
+    """(η₁, η₂) -> (m = η₁, s = (η₂ − η₁²)^½); NaN where η₂ − η₁² ≤ 0."""
+    variance = eta_2 - tf.square(eta_1)
+    return eta_1, tf.sqrt(tf.where(variance > 0, variance, float("nan")))
+
+
+@check_shapes("q_mu: [M, L]", "q_sqrt: [M, L]", "return: []")
+def is_valid_diag(q_mu: tf.Tensor, q_sqrt: tf.Tensor) -> tf.Tensor:
+    """True where (m, s) describes a proper diagonal Gaussian: everything finite, s ≠ 0."""
+    finite = tf.logical_and(
+        tf.reduce_all(tf.math.is_finite(q_mu)), tf.reduce_all(tf.math.is_finite(q_sqrt))
+    )
+    return tf.logical_and(finite, tf.reduce_all(q_sqrt != 0))

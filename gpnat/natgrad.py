@@ -232,6 +232,8 @@ class NaturalGradient(tf.Module):
         name). Default :class:`~gpnat.parametrisations.Natural`: a step of
         γ = 1 on a Gaussian likelihood lands on the optimal q(u) (the SGPR
         bound) from any start, whatever the storage, as gpflow's ``XiNat``.
+        A diagonal q(u) (``q_diag``) is stepped in the same coordinates of the
+        diagonal family (:meth:`~gpnat.parametrisations.Parametrisation.for_family`).
         ``None`` steps in each q(u)'s storage coordinates. The default was
         chosen by ``benchmarks/bench_robustness.py`` (see ROBUSTNESS.md).
     :param max_tries: a proposed step that would leave q(u) invalid is retried
@@ -253,6 +255,9 @@ class NaturalGradient(tf.Module):
         opt = gpnat.NaturalGradient(gamma=1.0)
         loss_fn = model.training_loss_closure((X, Y))
         opt.minimize(loss_fn, model.q)
+        # a gpflow model's q(u), in gpflow's own var_list form
+        opt.minimize(gpflow_model.training_loss_closure((X, Y)),
+                     [(gpflow_model.q_mu, gpflow_model.q_sqrt)])
     """
 
     def __init__(
@@ -296,11 +301,18 @@ class NaturalGradient(tf.Module):
     def minimize(self, loss_fn: Callable[[], tf.Tensor], q) -> tf.Tensor:
         """Take one natural-gradient step on q (one q(u) or a list of them).
 
+        ``q`` is gpnat's ``model.q``, or gpflow's ``var_list`` form for a gpflow
+        model (SVGP, VGP, a GPflux layer): ``[(q_mu, q_sqrt)]`` or
+        ``[(q_mu, q_sqrt, coordinates)]`` of ``gpflow.Parameter`` s, where
+        ``coordinates`` is a gpnat parametrisation or gpflow's ``XiNat()``,
+        ``XiSqrtMeanVar()`` or another ``XiTransform``
+        (see :class:`~gpnat.variational.GpflowQ`).
+
         Evaluates ``loss_fn`` and its gradient once. Returns the loss *before*
         the step. Raises :class:`NaturalGradientError` if no valid step exists.
         """
         qs = as_list(q)
-        variables = [v for qi in qs for v in qi.xi]
+        variables = [v for qi in qs for v in qi.variables_to_watch]
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(variables)
             loss = loss_fn()
@@ -310,7 +322,9 @@ class NaturalGradient(tf.Module):
         return loss
 
     def apply_gradients(self, q, grads: Sequence[tf.Tensor], scale=None) -> tf.Tensor:
-        """Step q(u) given ∇_ξ L for the stored variables of each q in order (``q.xi``).
+        """Step q(u) given the loss's gradients with respect to each q's ``variables_to_watch``, in order.
+
+        For gpnat's q(u) these are the stored variables ``q.xi``, so ``grads`` is ∇_ξ L.
 
         :param scale: optional positive factor on the schedule's γ (used by
             :func:`gpnat.train` to keep γ lower after a recovery).
@@ -333,7 +347,10 @@ class NaturalGradient(tf.Module):
 
         olds = [tuple(tf.convert_to_tensor(v) for v in qi.xi) for qi in qs]
         steps = [
-            self._step_function(qi.parametrisation, old, grads[2 * i:2 * i + 2])
+            self._step_function(
+                qi.parametrisation, old, qi.xi_gradients(grads[2 * i:2 * i + 2]),
+                qi.coordinates,
+            )
             for i, (qi, old) in enumerate(zip(qs, olds))
         ]
 
@@ -364,10 +381,16 @@ class NaturalGradient(tf.Module):
         self.last_accepted.assign(accepted)
         return NaturalStep(accepted, self.last_gamma.read_value(), self.last_rejections.read_value())
 
-    def _step_function(self, storage: Parametrisation, xi, grads):
-        """γ -> new stored coordinates for a step in ``self.coordinates`` (closed form if known)."""
+    def _step_function(self, storage: Parametrisation, xi, grads, coordinates=None):
+        """γ -> new stored coordinates for a step in ``coordinates`` (closed form if known).
+
+        ``coordinates`` (one q's own choice) defaults to ``self.coordinates``,
+        taken in the storage's family (diagonal or full).
+        """
         grads = _zeros_for_none(grads, xi)
-        coordinates = storage if self.coordinates is None else self.coordinates
+        if coordinates is None:
+            coordinates = self.coordinates
+        coordinates = storage if coordinates is None else coordinates.for_family(storage.diagonal)
         point = storage.canonical(*xi)
         if self.closed_form and coordinates != storage:
             known = storage.natural_step(coordinates, *point, *grads)

@@ -7,8 +7,11 @@ coordinates. Only :meth:`~Parametrisation.to_meanchol` and
 default to going through mean/Cholesky and may be overridden with a direct
 route. The maths lives in :mod:`gpnat.gaussian`.
 
-Shapes (GPflow layout): ξ₁ is ``[M, L]`` and ξ₂ is ``[L, M, M]`` for all
-parametrisations here.
+Shapes (GPflow layout): ξ₁ is ``[M, L]`` and ξ₂ is ``[L, M, M]`` for the
+full-covariance family. A diagonal (mean-field) q(u), gpflow's ``q_diag``, is
+an exponential family of its own, with ξ₁ and ξ₂ both ``[M, L]``: its
+parametrisations derive from :class:`DiagonalParametrisation`, and their
+"mean/Cholesky" view is gpflow's ``(q_mu [M, L], q_sqrt [M, L])``.
 
 The natural-gradient step ξ ← ξ − γ (∂ξ/∂θ)(∂L/∂η) is taken in these
 coordinates; :class:`gpnat.NaturalGradient` needs nothing else from a
@@ -26,7 +29,12 @@ __all__ = [
     "Natural",
     "Expectation",
     "MeanPrecisionCholesky",
+    "DiagonalParametrisation",
+    "DiagonalMeanStd",
+    "DiagonalNatural",
+    "DiagonalExpectation",
     "PARAMETRISATIONS",
+    "DIAGONAL_PARAMETRISATIONS",
     "get_parametrisation",
 ]
 
@@ -44,6 +52,10 @@ class Parametrisation:
     names: Tuple[str, str] = ("xi_1", "xi_2")
     #: True when ξ are the natural parameters θ, so that ∂ξ/∂θ = I
     is_natural: bool = False
+    #: True for the diagonal family (ξ₂ ``[M, L]``), False for full covariances (ξ₂ ``[L, M, M]``)
+    diagonal: bool = False
+    #: the same coordinates in the other family (full <-> diagonal), if there are any
+    counterpart: Optional[type] = None
 
     def to_meanchol(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
         """ξ -> (q_mu [M, L], q_sqrt [L, M, M])."""
@@ -120,6 +132,23 @@ class Parametrisation:
         Works eagerly and in compiled code (it never raises).
         """
         return gaussian.is_valid_cholesky(*self.to_meanchol(xi_1, xi_2))
+
+    def for_family(self, diagonal: bool) -> "Parametrisation":
+        """These coordinates for the diagonal (``True``) or full family: self or its counterpart.
+
+        Lets ``NaturalGradient(coordinates=Natural())`` step a diagonal q(u) in
+        :class:`DiagonalNatural`. Raises ``ValueError`` when there is no counterpart.
+        """
+        if self.diagonal == bool(diagonal):
+            return self
+        if self.counterpart is None:
+            family = "diagonal" if diagonal else "full-covariance"
+            raise ValueError(
+                f"{self!r} has no {family} counterpart, so it cannot be the coordinates of a step "
+                f"on a {family} q(u); choose one of "
+                f"{sorted(DIAGONAL_PARAMETRISATIONS if diagonal else PARAMETRISATIONS)}"
+            )
+        return self.counterpart()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -368,6 +397,24 @@ class MeanPrecisionCholesky(Parametrisation):
     def canonical(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
         return xi_1, _positive_diagonal(xi_2)
 
+    def expectation_gradient(self, xi_1, xi_2, grad_1, grad_2) -> Pair:
+        r"""Closed form: ∂L/∂η₂ = ∇_S = −½ R (P + Pᵀ) Rᵀ,  ∂L/∂η₁ = ∇_m − 2 ∇_S m.
+
+        P = Φ(Rᵀ ∇_R): the Cholesky's reverse-mode rule gives
+        ∇_Λ = ½ R⁻ᵀ (P + Pᵀ) R⁻¹ for the precision Λ = R Rᵀ, and
+        ∇_S = −Λ ∇_Λ Λ, in which every solve cancels. Matrix products only,
+        and S = η₂ − η₁η₁ᵀ is never formed (that difference loses digits when
+        S is small against the mean).
+        """
+        R = tf.linalg.band_part(xi_2, -1, 0)
+        grad_R = tf.linalg.band_part(grad_2, -1, 0)
+        P = _phi(tf.linalg.matmul(R, grad_R, transpose_a=True))
+        grad_S = -0.5 * tf.linalg.matmul(R, tf.linalg.matmul(P + tf.linalg.adjoint(P), R, transpose_b=True))
+        grad_S = gaussian.symmetrise(grad_S)
+        m = gaussian._col_to_batch(xi_1)
+        v1 = gaussian._col_to_batch(grad_1) - 2.0 * tf.linalg.matmul(grad_S, m)
+        return gaussian._batch_to_col(v1), grad_S
+
     def is_valid(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> tf.Tensor:
         # valid iff R itself is finite with a non-zero diagonal; the converted
         # factor is checked too, as it is what the model will use
@@ -377,12 +424,161 @@ class MeanPrecisionCholesky(Parametrisation):
         )
 
 
+class DiagonalParametrisation(Parametrisation):
+    r"""Base class of the diagonal (mean-field) family: q(u) = ∏ₗ ∏ₘ N(u_ml; m_ml, s_ml²).
+
+    Both coordinates are ``[M, L]`` (gpflow's ``q_diag`` layout). The family is
+    an exponential family of its own, with θ₁ = m / s², θ₂ = −1 / (2s²) and
+    η₁ = m, η₂ = s² + m² elementwise, so its natural gradient (the Fisher
+    matrix of the diagonal family, not a projection of the full one's) is
+    elementwise too. :meth:`to_meanchol` and :meth:`from_meanchol` read and
+    return gpflow's ``(q_mu [M, L], q_sqrt [M, L])``.
+    """
+
+    diagonal = True
+
+    def to_natural(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
+        return gaussian.diag_meanstd_to_natural(*self.to_meanchol(xi_1, xi_2))
+
+    def from_natural(self, theta_1: tf.Tensor, theta_2: tf.Tensor) -> Pair:
+        return self.from_meanchol(*gaussian.diag_natural_to_meanstd(theta_1, theta_2))
+
+    def to_expectation(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
+        return gaussian.diag_meanstd_to_expectation(*self.to_meanchol(xi_1, xi_2))
+
+    def from_expectation(self, eta_1: tf.Tensor, eta_2: tf.Tensor) -> Pair:
+        return self.from_meanchol(*gaussian.diag_expectation_to_meanstd(eta_1, eta_2))
+
+    def is_valid(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> tf.Tensor:
+        return gaussian.is_valid_diag(*self.to_meanchol(xi_1, xi_2))
+
+
+class DiagonalMeanStd(DiagonalParametrisation):
+    """ξ = (m, s), the means and standard deviations ``[M, L]``: gpflow's ``q_mu`` and ``q_sqrt`` with ``q_diag=True``.
+
+    Any finite s without zeros is valid (s and −s are the same Gaussian).
+    """
+
+    names = ("q_mu", "q_sqrt")
+
+    def to_meanchol(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
+        return xi_1, xi_2
+
+    def from_meanchol(self, q_mu: tf.Tensor, q_sqrt: tf.Tensor) -> Pair:
+        return q_mu, q_sqrt
+
+    def canonical(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
+        return xi_1, tf.abs(xi_2)
+
+    def natural_gradient(self, xi_1, xi_2, grad_1, grad_2) -> Pair:
+        """Closed form: natgrad_m = s² ∇_m L, natgrad_s = ½ s² ∇_s L (the Fisher is diag(1/s², 2/s²))."""
+        variance = tf.square(xi_2)
+        return variance * grad_1, 0.5 * variance * grad_2
+
+    def expectation_gradient(self, xi_1, xi_2, grad_1, grad_2) -> Pair:
+        """Closed form: ∂L/∂η₂ = ∇_s / (2s), ∂L/∂η₁ = ∇_m − ∇_s m / s, from s = (η₂ − η₁²)^½."""
+        return grad_1 - grad_2 * xi_1 / xi_2, 0.5 * grad_2 / xi_2
+
+    def natural_tangent(self, xi_1, xi_2, v_1, v_2) -> Pair:
+        """Closed form: dm = s² (v₁ + 2 m v₂), ds = s³ v₂, from s = (−2θ₂)^(−½), m = θ₁ s²."""
+        variance = tf.square(xi_2)
+        return variance * (v_1 + 2.0 * xi_1 * v_2), variance * xi_2 * v_2
+
+
+class DiagonalNatural(DiagonalParametrisation):
+    """ξ = θ of the diagonal family: θ₁ = m / s², θ₂ = −1 / (2s²), both ``[M, L]``.
+
+    Valid while θ₂ < 0. Unlike the full family, a diagonal q(u) is not
+    conjugate to a Gaussian likelihood (the ELBO couples the means), so no
+    step size is exact in one step; steps of γ < 1 converge to the best
+    diagonal q(u).
+    """
+
+    names = ("theta_1", "theta_2")
+    is_natural = True
+
+    def to_meanchol(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
+        return gaussian.diag_natural_to_meanstd(xi_1, xi_2)
+
+    def from_meanchol(self, q_mu: tf.Tensor, q_sqrt: tf.Tensor) -> Pair:
+        return gaussian.diag_meanstd_to_natural(q_mu, q_sqrt)
+
+    def to_natural(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
+        return xi_1, xi_2
+
+    def from_natural(self, theta_1: tf.Tensor, theta_2: tf.Tensor) -> Pair:
+        return theta_1, theta_2
+
+    def natural_tangent(self, xi_1, xi_2, v_1, v_2) -> Pair:
+        """∂θ/∂θ = I."""
+        return v_1, v_2
+
+    def natural_gradient(self, xi_1, xi_2, grad_1, grad_2) -> Pair:
+        """In natural coordinates the natural gradient is ∂L/∂η (:meth:`expectation_gradient`)."""
+        return self.expectation_gradient(xi_1, xi_2, grad_1, grad_2)
+
+    def expectation_gradient(self, xi_1, xi_2, grad_1, grad_2) -> Pair:
+        r"""Closed form of (∂θ/∂η)ᵀ ∇_θ L with v = s² = η₂ − η₁², m = η₁, elementwise:
+
+        ∂L/∂η₁ = ∇_θ₁ (1/v + 2m²/v²) − ∇_θ₂ m / v²,  ∂L/∂η₂ = (½ ∇_θ₂ − ∇_θ₁ m) / v².
+        """
+        variance = tf.math.reciprocal(-2.0 * xi_2)
+        m = xi_1 * variance
+        v2 = tf.square(variance)
+        d1 = grad_1 * (variance + 2.0 * tf.square(m)) / v2 - grad_2 * m / v2
+        d2 = (0.5 * grad_2 - grad_1 * m) / v2
+        return d1, d2
+
+
+class DiagonalExpectation(DiagonalParametrisation):
+    """ξ = η of the diagonal family: η₁ = m, η₂ = s² + m², both ``[M, L]``. Valid while η₂ > η₁²."""
+
+    names = ("eta_1", "eta_2")
+
+    def to_meanchol(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
+        return gaussian.diag_expectation_to_meanstd(xi_1, xi_2)
+
+    def from_meanchol(self, q_mu: tf.Tensor, q_sqrt: tf.Tensor) -> Pair:
+        return gaussian.diag_meanstd_to_expectation(q_mu, q_sqrt)
+
+    def to_expectation(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
+        return xi_1, xi_2
+
+    def from_expectation(self, eta_1: tf.Tensor, eta_2: tf.Tensor) -> Pair:
+        return eta_1, eta_2
+
+    def expectation_gradient(self, xi_1, xi_2, grad_1, grad_2) -> Pair:
+        """ξ = η: ∂L/∂η is the gradient itself."""
+        return grad_1, grad_2
+
+    def natural_gradient(self, xi_1, xi_2, grad_1, grad_2) -> Pair:
+        """(∂η/∂θ) ∇_η L: :meth:`natural_tangent` applied to the gradient."""
+        return self.natural_tangent(xi_1, xi_2, grad_1, grad_2)
+
+    def natural_tangent(self, xi_1, xi_2, v_1, v_2) -> Pair:
+        """Closed form: with v = s²: dm = v (v₁ + 2 m v₂), dη₂ = 2 v² v₂ + 2 m dm."""
+        variance = xi_2 - tf.square(xi_1)
+        dm = variance * (v_1 + 2.0 * xi_1 * v_2)
+        return dm, 2.0 * tf.square(variance) * v_2 + 2.0 * xi_1 * dm
+
+
+MeanCholesky.counterpart, DiagonalMeanStd.counterpart = DiagonalMeanStd, MeanCholesky
+Natural.counterpart, DiagonalNatural.counterpart = DiagonalNatural, Natural
+Expectation.counterpart, DiagonalExpectation.counterpart = DiagonalExpectation, Expectation
+
 #: every parametrisation shipped with gpnat, by name
 PARAMETRISATIONS = {
     "mean_cholesky": MeanCholesky,
     "natural": Natural,
     "expectation": Expectation,
     "mean_precision_cholesky": MeanPrecisionCholesky,
+}
+
+#: the diagonal (``q_diag``) family's parametrisations, by name
+DIAGONAL_PARAMETRISATIONS = {
+    "diagonal_mean_std": DiagonalMeanStd,
+    "diagonal_natural": DiagonalNatural,
+    "diagonal_expectation": DiagonalExpectation,
 }
 
 
@@ -392,9 +588,10 @@ def get_parametrisation(p) -> Parametrisation:
         return p
     if isinstance(p, type) and issubclass(p, Parametrisation):
         return p()
-    if isinstance(p, str) and p.lower() in PARAMETRISATIONS:
-        return PARAMETRISATIONS[p.lower()]()
+    known = {**PARAMETRISATIONS, **DIAGONAL_PARAMETRISATIONS}
+    if isinstance(p, str) and p.lower() in known:
+        return known[p.lower()]()
     raise TypeError(
-        f"parametrisation must be a gpnat.Parametrisation or one of {sorted(PARAMETRISATIONS)}, "
+        f"parametrisation must be a gpnat.Parametrisation or one of {sorted(known)}, "
         f"got {p!r}"
     )

@@ -37,6 +37,19 @@ def _check_data(X, Y=None) -> None:
         tf.debugging.assert_all_finite(Y, "Y contains NaN or inf")
 
 
+def _latent_gps(kernel, num_latent_gps: Optional[int]) -> int:
+    """L: the multi-output kernel's own count, 1 for a single-output kernel, checked against the argument."""
+    if isinstance(kernel, gpflow.kernels.MultioutputKernel):
+        if num_latent_gps is None:
+            return kernel.num_latent_gps
+        if num_latent_gps != kernel.num_latent_gps:
+            raise ValueError(
+                f"num_latent_gps = {num_latent_gps} but the {type(kernel).__name__} kernel has "
+                f"{kernel.num_latent_gps} latent GPs"
+            )
+    return 1 if num_latent_gps is None else num_latent_gps
+
+
 class SVGP(GPModel, ExternalDataTrainingLossMixin):
     r"""Sparse variational GP whose q(u) is stored in a chosen parametrisation.
 
@@ -50,14 +63,22 @@ class SVGP(GPModel, ExternalDataTrainingLossMixin):
     :param parametrisation: coordinates q(u) is stored in (default
         :class:`~gpnat.parametrisations.MeanCholesky`).
     :param whiten: if True q(u) is over v with u = chol(Kuu) v and p(v) = N(0, I).
-    :param num_latent_gps: L.
+    :param num_latent_gps: L; ``None`` (default) takes a multi-output kernel's own
+        number of latent GPs, else 1. A number that disagrees with a multi-output
+        kernel is a ``ValueError`` (a single latent GP would silently model P outputs).
     :param mean_function: a gpflow mean function (default zero).
     :param q_mu: initial mean ``[M, L]`` (default 0).
-    :param q_sqrt: initial Cholesky factor ``[L, M, M]`` (default I).
+    :param q_sqrt: initial Cholesky factor ``[L, M, M]`` (default I), or with
+        ``q_diag`` the standard deviations ``[M, L]`` (default ones).
+    :param q_diag: a diagonal (mean-field) q(u), as gpflow's ``q_diag``; natural
+        gradients then step in the diagonal family's own coordinates
+        (:class:`~gpnat.parametrisations.DiagonalParametrisation`), so q(u) stays
+        diagonal. ``None`` (default): diagonal exactly when ``parametrisation`` is.
 
     The variational distribution is ``model.q`` (a
     :class:`~gpnat.variational.VariationalGaussian`);
-    ``model.q.mean_cholesky()`` gives ``(q_mu [M, L], q_sqrt [L, M, M])``.
+    ``model.q.mean_cholesky()`` gives ``(q_mu [M, L], q_sqrt [L, M, M])``
+    (``q_sqrt [M, L]`` with ``q_diag``), the form gpflow's conditionals and KL take.
     """
 
     def __init__(
@@ -69,11 +90,13 @@ class SVGP(GPModel, ExternalDataTrainingLossMixin):
         num_data: Optional[int] = None,
         parametrisation: Parametrisation = MeanCholesky(),
         whiten: bool = True,
-        num_latent_gps: int = 1,
+        num_latent_gps: Optional[int] = None,
         mean_function: Optional[gpflow.mean_functions.MeanFunction] = None,
         q_mu: Optional[np.ndarray] = None,
         q_sqrt: Optional[np.ndarray] = None,
+        q_diag: Optional[bool] = None,
     ):
+        num_latent_gps = _latent_gps(kernel, num_latent_gps)
         super().__init__(kernel, likelihood, mean_function, num_latent_gps)
         if num_data is not None and (int(num_data) != num_data or num_data < 1):
             raise ValueError(f"num_data must be a positive integer or None, got {num_data!r}")
@@ -86,6 +109,7 @@ class SVGP(GPModel, ExternalDataTrainingLossMixin):
             parametrisation=parametrisation,
             q_mu=q_mu,
             q_sqrt=q_sqrt,
+            q_diag=q_diag,
         )
 
     @property

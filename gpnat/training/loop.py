@@ -7,6 +7,7 @@ host reads the per-iteration records back once per chunk and there runs the
 progress bar, callbacks, checkpoints and the check that recovery is still
 possible; recovery itself (rollback, backoff) runs inside the compiled loop.
 """
+import inspect
 import math
 import time
 import warnings
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 import gpflow
+import numpy as np
 import tensorflow as tf
 from gpflow.keras import tf_keras
 
@@ -144,13 +146,14 @@ def train(
     qs = variational_distributions(model)
     if natgrad is not None and not qs:
         raise ValueError("the model has no q(u) (gpnat.VariationalGaussian) for natural gradients")
-    q_vars = [v for q in qs for v in q.xi]
+    q_vars = [v for q in qs for v in q.variables_to_watch]
     q_ids = {id(v) for v in q_vars}
     hyper_vars = [v for v in model.trainable_variables if id(v) not in q_ids]
     adam_vars = hyper_vars if natgrad is not None else list(model.trainable_variables)
     if adam_lr is not None and not adam_vars:
         adam_lr = None  # nothing for Adam to do
 
+    takes_data = _loss_takes_data(model, data, batch_size)
     source, iterator = _batches(model, data, batch_size, seed)
 
     adam = None
@@ -168,7 +171,7 @@ def train(
         state.append(natgrad.iterations)
     guard = Guard(policy, state)
     parts = Parts(model, qs, q_vars, adam_vars, natgrad, adam, adam_lr, guard,
-                  bool(check_proposal) and natgrad is not None, counter)
+                  bool(check_proposal) and natgrad is not None, counter, takes_data)
     run_chunk, traced = _compiled_loop(parts, STEPS[mode], source, compile, jit_compile)
 
     history = History(mode=mode)
@@ -244,6 +247,33 @@ def _check_arguments(model, iterations, natgrad, adam_lr, batch_size, fused, cal
     if callbacks and steps_per_call == "auto":
         steps_per_call = 1  # callbacks see every iteration
     return int(iterations), natgrad, fused, steps_per_call
+
+
+def _loss_takes_data(model, data, batch_size) -> bool:
+    """Does ``model.training_loss`` take the batch? A gpflow model that holds its data does not.
+
+    Such a model (gpflow's VGP, say) trains full batch on its own data, so
+    ``data`` must be ``model.data``; anything else is a ValueError.
+    """
+    if inspect.signature(model.training_loss).parameters:
+        return True
+    own = getattr(model, "data", None)
+    problem = None
+    if own is None:
+        problem = "it has no model.data"
+    elif batch_size is not None or isinstance(data, tf.data.Dataset):
+        problem = "it trains full batch (no batch_size, no tf.data.Dataset)"
+    elif len(data) != 2 or any(
+        np.shape(given) != tuple(np.shape(held)) or not np.array_equal(np.asarray(given), np.asarray(held))
+        for given, held in zip(data, own)
+    ):
+        problem = "data must be model.data"
+    if problem is not None:
+        raise ValueError(
+            f"{type(model).__name__}.training_loss() takes no data, as the model holds its own: "
+            f"{problem}; call gpnat.train(model, model.data, ...)"
+        )
+    return False
 
 
 def _resume(directory: Path, trackables: dict, history: History):

@@ -26,7 +26,6 @@ import tensorflow as tf
 
 from ..natgrad import NaturalGradient
 from ..recovery import Guard, _all_finite
-from ..variational import VariationalGaussian
 
 __all__ = ["StepResult", "Parts", "alternating", "fused", "adam_only", "natgrad_only", "STEPS"]
 
@@ -51,8 +50,8 @@ def result_dtypes() -> StepResult:
 class Parts:
     """What the step functions act on."""
 
-    model: tf.Module  #: has ``training_loss((X, Y))``
-    qs: Sequence[VariationalGaussian]
+    model: tf.Module  #: has ``training_loss((X, Y))`` (or ``training_loss()``, see ``takes_data``)
+    qs: Sequence  #: every q(u): gpnat.VariationalGaussian or gpnat.variational.GpflowQ
     q_vars: List[tf.Variable]  #: every q(u)'s stored variables, in order
     adam_vars: List[tf.Variable]  #: what Adam trains
     natgrad: Optional[NaturalGradient]
@@ -61,6 +60,11 @@ class Parts:
     guard: Guard
     check_proposal: bool  #: roll back when the loss at the proposal rises (same batch)
     counter: tf.Variable  #: iterations run (int64)
+    takes_data: bool = True  #: False for a gpflow model that holds its data (``training_loss()``)
+
+    def loss(self, batch) -> tf.Tensor:
+        """The model's training loss on the batch."""
+        return self.model.training_loss(batch) if self.takes_data else self.model.training_loss()
 
 
 # ----------------------------------------------------------------- helpers
@@ -81,7 +85,7 @@ def _fail_unless(failure, ok, code):
 def _loss_and_grads(p: Parts, batch, variables):
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(variables)
-        loss = p.model.training_loss(batch)
+        loss = p.loss(batch)
     return loss, tape.gradient(loss, variables)
 
 
@@ -112,7 +116,7 @@ def _check_proposal(p: Parts, batch, loss, failure):
     """One more loss evaluation at the proposal, where asked for."""
     if not p.check_proposal:
         return failure
-    return _fail_unless(failure, p.guard.proposal_acceptable(p.model.training_loss(batch), loss), 4)
+    return _fail_unless(failure, p.guard.proposal_acceptable(p.loss(batch), loss), 4)
 
 
 def _end(p: Parts, loss, failure, gamma, rejections, blame_adam) -> StepResult:
