@@ -11,7 +11,7 @@ import inspect
 import math
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -26,6 +26,7 @@ from ..recovery import NO_RECOVERY, REASONS, Guard, Recovery
 from ..schedules import LogLinear
 from ..variational import variational_distributions
 from .batches import ArrayBatches, check_arrays, dataset_batches
+from .distributed import check_strategy, worker_checkpoint_dir
 from .checkpoints import latest_checkpoint, remove_unfinished_saves, write_checkpoint
 from .history import History
 from .steps import STEPS, Parts, result_dtypes
@@ -81,6 +82,7 @@ def train(
     seed: Optional[int] = None,
     recovery: Optional[Recovery] = Recovery(),
     steps_per_call: Union[int, str] = "auto",
+    strategy: Optional[tf.distribute.Strategy] = None,
 ) -> History:
     r"""Train ``model`` by natural gradients on q(u) and Adam on its other variables.
 
@@ -131,6 +133,14 @@ def train(
         iterations), so the progress bar stays alive; it is 1 when there are
         callbacks. Calls also end at every checkpoint. The results do not
         depend on it.
+    :param strategy: a ``tf.distribute.Strategy`` (``MirroredStrategy``,
+        ``MultiWorkerMirroredStrategy``) for data-parallel training; the model
+        must be built under ``strategy.scope()`` and know ``num_data``, and the
+        global batch must divide among the replicas. Each replica evaluates
+        the loss and gradients on its shard of the global batch, one
+        all-reduce sums them, and both updates (and recovery) run identically
+        on the mirrored variables: the result is the single-device run's
+        with the same global batches (:mod:`gpnat.training.distributed`).
     :return: a :class:`History`.
     :raises NaturalGradientError: when recovery is impossible because no valid
         natural-gradient step can be made. The model holds its last good
@@ -139,8 +149,12 @@ def train(
         (the loss stays non-finite or collapsed, or Adam keeps leaving q(u)
         invalid); the model holds its last good state (``error.history`` as above).
     """
-    iterations, natgrad, fused, steps_per_call = _check_arguments(
-        model, iterations, natgrad, adam_lr, batch_size, fused, callbacks, checkpoint_every, steps_per_call)
+    def scope():  # variables made here are mirrored like the model's under a strategy
+        return strategy.scope() if strategy is not None else nullcontext()
+
+    with scope():  # the default optimizer's variables are mirrored too
+        iterations, natgrad, fused, steps_per_call = _check_arguments(
+            model, iterations, natgrad, adam_lr, batch_size, fused, callbacks, checkpoint_every, steps_per_call)
     seed = 0 if seed is None else int(seed)
 
     qs = variational_distributions(model)
@@ -155,12 +169,18 @@ def train(
 
     takes_data = _loss_takes_data(model, data, batch_size)
     source, iterator = _batches(model, data, batch_size, seed)
+    if strategy is not None:
+        if not takes_data:
+            raise ValueError(f"{type(model).__name__} holds its data and cannot be sharded; use an SVGP")
+        rows = batch_size if batch_size is not None else (None if source is None else source.N)
+        check_strategy(strategy, list(model.trainable_variables) + q_vars, rows, getattr(model, "num_data", None))
 
-    adam = None
-    if adam_lr is not None:
-        adam = tf_keras.optimizers.Adam(learning_rate=adam_lr)
-        adam.build(adam_vars)
-    counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_iteration")
+    with scope():  # Adam's slots, the counter and recovery's snapshot are mirrored like the model
+        adam = None
+        if adam_lr is not None:
+            adam = tf_keras.optimizers.Adam(learning_rate=adam_lr)
+            adam.build(adam_vars)
+        counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_iteration")
     mode = _mode_name(natgrad, adam, fused)
     policy = NO_RECOVERY if recovery is None else recovery
     check_proposal = policy.check_proposal
@@ -169,9 +189,10 @@ def train(
     state = list(model.trainable_variables) + (list(adam.variables) if adam is not None else [])
     if natgrad is not None:
         state.append(natgrad.iterations)
-    guard = Guard(policy, state)
+    with scope():
+        guard = Guard(policy, state)
     parts = Parts(model, qs, q_vars, adam_vars, natgrad, adam, adam_lr, guard,
-                  bool(check_proposal) and natgrad is not None, counter, takes_data)
+                  bool(check_proposal) and natgrad is not None, counter, takes_data, strategy)
     run_chunk, traced = _compiled_loop(parts, STEPS[mode], source, compile, jit_compile)
 
     history = History(mode=mode)
@@ -180,6 +201,7 @@ def train(
         checkpoint_dir = Path(checkpoint_dir)
         trackables = dict(model=model, step=counter, recovery=guard, natgrad=natgrad, adam=adam, data=iterator)
         checkpoint, history = _resume(checkpoint_dir, trackables, history)
+        checkpoint_dir = worker_checkpoint_dir(strategy, checkpoint_dir)  # where this process writes
 
     # the loop: one compiled call per chunk of iterations; the host acts between calls
     done = int(counter.numpy())

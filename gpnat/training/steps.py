@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from ..natgrad import NaturalGradient
 from ..recovery import Guard, _all_finite
+from .distributed import loss_and_gradients
 
 __all__ = ["StepResult", "Parts", "alternating", "fused", "adam_only", "natgrad_only", "STEPS"]
 
@@ -61,9 +62,10 @@ class Parts:
     check_proposal: bool  #: roll back when the loss at the proposal rises (same batch)
     counter: tf.Variable  #: iterations run (int64)
     takes_data: bool = True  #: False for a gpflow model that holds its data (``training_loss()``)
+    strategy: Optional[tf.distribute.Strategy] = None  #: data-parallel replicas, or None
 
     def loss(self, batch) -> tf.Tensor:
-        """The model's training loss on the batch."""
+        """The model's training loss on the batch (on this device; see :func:`_loss`)."""
         return self.model.training_loss(batch) if self.takes_data else self.model.training_loss()
 
 
@@ -83,10 +85,18 @@ def _fail_unless(failure, ok, code):
 
 
 def _loss_and_grads(p: Parts, batch, variables):
+    """The batch's loss and its gradients; under a strategy, summed over the replicas' shards."""
+    if p.strategy is not None:
+        return loss_and_gradients(p.strategy, p.loss, batch, variables)
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(variables)
         loss = p.loss(batch)
     return loss, tape.gradient(loss, variables)
+
+
+def _loss(p: Parts, batch) -> tf.Tensor:
+    """The batch's loss alone (summed over the replicas' shards under a strategy)."""
+    return p.loss(batch) if p.strategy is None else _loss_and_grads(p, batch, [])[0]
 
 
 def _begin(p: Parts, batch, variables):
@@ -116,7 +126,7 @@ def _check_proposal(p: Parts, batch, loss, failure):
     """One more loss evaluation at the proposal, where asked for."""
     if not p.check_proposal:
         return failure
-    return _fail_unless(failure, p.guard.proposal_acceptable(p.loss(batch), loss), 4)
+    return _fail_unless(failure, p.guard.proposal_acceptable(_loss(p, batch), loss), 4)
 
 
 def _end(p: Parts, loss, failure, gamma, rejections, blame_adam) -> StepResult:

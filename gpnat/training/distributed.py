@@ -1,0 +1,130 @@
+r"""Data-parallel training on ``tf.distribute``: shards, one all-reduce, identical updates.
+
+The ELBO is a sum over data, so with R replicas and a global batch of B rows,
+replica r evaluates the loss on its shard of B / R rows, divided by R:
+
+    loss_r = −[(N / (B/R)) Σ_{n ∈ shard r} E_q[log p(yₙ | fₙ)] − KL] / R,
+
+and Σ_r loss_r is the single-device loss of the global batch (the KL and
+the prior terms, counted R times, are divided by R). Loss and gradients are
+summed over replicas by one all-reduce; the natural step and the Adam step
+then run in cross-replica context on mirrored variables, so every replica
+(and every worker) applies the same update. Everything else (recovery,
+minibatch order, the compiled loop) is the single-device code.
+
+Under ``MultiWorkerMirroredStrategy`` each worker is one process running the
+same program (``TF_CONFIG`` says who is who, see :func:`multi_worker_strategy`);
+every worker draws the same global batch from the same seed and takes its
+replicas' shards of it.
+"""
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import tensorflow as tf
+
+__all__ = ["multi_worker_strategy", "check_strategy", "loss_and_gradients", "worker_checkpoint_dir"]
+
+
+def multi_worker_strategy(tf_config: Optional[str] = None) -> tf.distribute.Strategy:
+    """A ``tf.distribute.MultiWorkerMirroredStrategy`` after checking ``TF_CONFIG``.
+
+    :param tf_config: the JSON text of ``TF_CONFIG`` (default: the environment
+        variable). It must name a cluster with at least one worker
+        (``{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker",
+        "index": i}}``), and this task must be one of them. Anything else is a
+        ``ValueError`` that names the problem, before TensorFlow starts its
+        collective runtime. The strategy must be created at the start of the
+        program, before other TensorFlow operations.
+    """
+    text = os.environ.get("TF_CONFIG") if tf_config is None else tf_config
+    if not text:
+        raise ValueError("TF_CONFIG is not set: it must describe the cluster and this worker's task")
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"TF_CONFIG does not parse as JSON ({error.msg} at character {error.pos}): {text!r}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"TF_CONFIG must be a JSON object with 'cluster' and 'task', got {text!r}")
+    cluster, task = config.get("cluster"), config.get("task")
+    if not isinstance(cluster, dict) or not isinstance(cluster.get("worker"), list) or not cluster["worker"]:
+        raise ValueError(f"TF_CONFIG's 'cluster' must list at least one worker as 'host:port', got {cluster!r}")
+    for address in cluster["worker"]:
+        if not isinstance(address, str) or ":" not in address:
+            raise ValueError(f"TF_CONFIG's workers must be 'host:port' strings, got {address!r}")
+    if not isinstance(task, dict) or task.get("type") not in cluster:
+        raise ValueError(f"TF_CONFIG's 'task' must name a type in the cluster ({sorted(cluster)}), got {task!r}")
+    index = task.get("index")
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(cluster[task["type"]]):
+        raise ValueError(
+            f"TF_CONFIG's task index must be an integer in [0, {len(cluster[task['type']])}), got {index!r}"
+        )
+    if tf_config is not None:
+        os.environ["TF_CONFIG"] = tf_config
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def check_strategy(strategy: tf.distribute.Strategy, variables, rows: Optional[int], num_data) -> None:
+    """Clear errors for a model built outside the scope, or a batch that does not divide among replicas."""
+    outside = [v.name for v in variables if not strategy.extended.variable_created_in_scope(v)]
+    if outside:
+        raise ValueError(
+            f"the model was not built under the strategy's scope ({len(outside)} variables, e.g. "
+            f"{outside[0]!r}): build it inside `with strategy.scope():` so its variables are mirrored"
+        )
+    replicas = strategy.num_replicas_in_sync
+    if rows is not None and rows % replicas:
+        raise ValueError(
+            f"the global batch of {rows} rows does not divide among the {replicas} replicas: choose a "
+            f"batch_size that is a multiple of {replicas}"
+        )
+    if num_data is None:
+        raise ValueError(
+            "under a strategy each replica sees a shard of the batch, so the model needs num_data = N "
+            "to scale its ELBO: construct it with num_data=N"
+        )
+
+
+def loss_and_gradients(strategy: tf.distribute.Strategy, loss_fn, batch, variables):
+    """The global batch's loss and gradients: each replica takes its shard, one all-reduce sums them.
+
+    Called in cross-replica context (inside the compiled loop). ``loss_fn(batch)``
+    is the model's training loss; ``variables`` are mirrored. Returns the summed
+    loss and gradients (zeros where a variable does not affect the loss).
+    """
+    replicas = strategy.num_replicas_in_sync
+
+    def shard_loss(X, Y):
+        context = tf.distribute.get_replica_context()
+        rows = tf.shape(X)[0] // replicas
+        start = tf.cast(context.replica_id_in_sync_group, tf.int32) * rows
+        shard = (X[start:start + rows], Y[start:start + rows])
+        with tf.GradientTape() as tape:
+            loss = loss_fn(shard) / tf.cast(replicas, X.dtype)
+        grads = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, [loss] + list(grads))
+
+    X, Y = batch
+    divides = tf.debugging.assert_equal(
+        tf.shape(X)[0] % replicas, 0,
+        message=f"a global batch does not divide among the {replicas} replicas (batch_size must be a multiple)")
+    with tf.control_dependencies([divides]):
+        X = tf.identity(X)
+    summed = strategy.run(shard_loss, args=(X, Y))
+    summed = [strategy.experimental_local_results(t)[0] for t in summed]
+    return summed[0], summed[1:]
+
+
+def worker_checkpoint_dir(strategy: Optional[tf.distribute.Strategy], directory: Path) -> Path:
+    """Where this worker writes checkpoints: the directory itself, except for non-chief workers.
+
+    Under ``MultiWorkerMirroredStrategy`` every worker saves (all take part),
+    but only the chief (worker 0) writes to ``directory``; the others write to
+    a subfolder of their own, so no two processes write the same files. All
+    workers resume from ``directory``.
+    """
+    if strategy is None or strategy.extended.should_checkpoint:
+        return directory
+    task = strategy.cluster_resolver.task_id if strategy.cluster_resolver is not None else 0
+    return directory / f".worker-{task}"

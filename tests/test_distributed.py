@@ -1,0 +1,147 @@
+"""Data-parallel training on tf.distribute equals the single-device run with the same global batches.
+
+A strategy needs a fresh process (logical devices and the collective runtime
+are set up before TensorFlow starts), so the runs happen in
+``tests/distributed_script.py`` subprocesses: two logical CPU devices under
+``MirroredStrategy``, and two worker processes on 127.0.0.1 ports under
+``MultiWorkerMirroredStrategy``.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gpnat.training.distributed import multi_worker_strategy
+
+SCRIPT = Path(__file__).with_name("distributed_script.py")
+MODES = ["fused", "alternating", "adam", "natgrad"]
+#: measured agreement is ~1e-15 relative (the sum over two shards is ordered differently)
+RTOL = 1e-10
+
+
+def _env(**extra):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", **extra)
+    env.pop("TF_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _load(path):
+    data = np.load(path)
+    out = {}
+    for key in data.files:
+        run, field = key.rsplit("/", 1)
+        out.setdefault(run, {})[field] = data[key]
+    return out
+
+
+def _assert_same(a, b):
+    np.testing.assert_allclose(a["elbo"], b["elbo"], rtol=RTOL)
+    names = sorted(k for k in a if k.startswith("var"))
+    assert names == sorted(k for k in b if k.startswith("var"))
+    for name in names:
+        np.testing.assert_allclose(a[name], b[name], rtol=RTOL, atol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def mirrored_results(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("mirrored") / "results.npz")
+    subprocess.run([sys.executable, str(SCRIPT), "--role", "mirrored", "--out", out],
+                   env=_env(), check=True, timeout=600, capture_output=True)
+    return _load(out), Path(out + ".errors").read_text()
+
+
+def _start_workers(tmp, ports, extra_args=(), tag="run"):
+    workers = [f"127.0.0.1:{p}" for p in ports]
+    procs = []
+    for i in range(len(ports)):
+        config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})
+        out = str(tmp / f"{tag}-worker{i}.npz")
+        log = open(tmp / f"{tag}-worker{i}.log", "w")
+        procs.append((subprocess.Popen([sys.executable, str(SCRIPT), "--role", "worker", "--out", out, *extra_args],
+                                       env=_env(TF_CONFIG=config), stdout=log, stderr=subprocess.STDOUT), out, log))
+    return procs
+
+
+def _wait(procs, timeout=600):
+    deadline = time.time() + timeout
+    codes = []
+    for proc, _, log in procs:
+        codes.append(proc.wait(timeout=max(1, deadline - time.time())))
+        log.close()
+    return codes
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_mirrored_strategy_on_two_cpu_devices_equals_one_device(mirrored_results, mode):
+    results, _ = mirrored_results
+    _assert_same(results[f"mirrored/{mode}"], results[f"single/{mode}"])
+
+
+def test_model_outside_the_scope_and_a_batch_that_does_not_divide_are_refused(mirrored_results):
+    _, errors = mirrored_results
+    assert "not built under the strategy's scope" in errors
+    assert "does not divide among the 2 replicas" in errors
+    assert "unchanged=True" in errors
+
+
+def test_multi_worker_strategy_with_two_processes_equals_one_device(mirrored_results, tmp_path):
+    results, _ = mirrored_results
+    procs = _start_workers(tmp_path, _free_ports(2))
+    codes = _wait(procs)
+    assert codes == [0, 0], [Path(p[1]).with_suffix(".log").read_text()[-2000:] for p in procs]
+    for _, out, _ in procs:
+        workers = _load(out)
+        for mode in MODES:
+            _assert_same(workers[f"worker/{mode}"], results[f"single/{mode}"])
+
+
+def test_a_killed_worker_restarted_resumes_from_the_checkpoint(mirrored_results, tmp_path):
+    results, _ = mirrored_results
+    checkpoints = tmp_path / "checkpoints"
+    args = ["--modes", "fused", "--checkpoint-dir", str(checkpoints)]
+    # worker 1 dies at iteration 13 (last checkpoint: 10); its peer then waits on it and is stopped too
+    first = _start_workers(tmp_path, _free_ports(2), [*args, "--crash-at", "13"], tag="crash")
+    assert first[1][0].wait(timeout=600) == 3
+    first[0][0].kill()
+    first[0][0].wait()
+    for _, _, log in first:
+        log.close()
+    assert (checkpoints / "latest").read_text().strip() == "ckpt-000000010"
+    second = _start_workers(tmp_path, _free_ports(2), args, tag="restart")
+    assert _wait(second) == [0, 0]
+    for _, out, _ in second:
+        _assert_same(_load(out)["worker/fused"], results["single/fused"])
+
+
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        ("{not json", "does not parse as JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        (json.dumps({"cluster": {"worker": []}, "task": {"type": "worker", "index": 0}}), "at least one worker"),
+        (json.dumps({"cluster": {"worker": ["localhost"]}, "task": {"type": "worker", "index": 0}}), "host:port"),
+        (json.dumps({"cluster": {"worker": ["a:1"]}, "task": {"type": "chief", "index": 0}}), "must name a type"),
+        (json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}),
+         r"index must be an integer in \[0, 2\)"),
+    ],
+)
+def test_a_tf_config_that_does_not_parse_is_a_clear_error(config, match):
+    with pytest.raises(ValueError, match=match):
+        multi_worker_strategy(config)
