@@ -38,14 +38,19 @@ def build(gpnat, gpflow, X):
     return gpnat.SVGP(kernel, gpflow.likelihoods.Bernoulli(), X[:M].copy(), num_data=N)
 
 
-def run(gpnat, gpflow, mode, strategy=None, iterations=ITERATIONS, **kwargs):
+def run(gpnat, gpflow, mode, strategy=None, iterations=ITERATIONS, dataset=False, **kwargs):
     X, Y = problem()
     if strategy is None:
         model = build(gpnat, gpflow, X)
     else:
         with strategy.scope():
             model = build(gpnat, gpflow, X)
-    history = gpnat.train(model, (X, Y), iterations=iterations, batch_size=B, progress=False,
+    data = (X, Y)
+    if dataset:  # a tf.data.Dataset of single examples
+        import tensorflow as tf
+
+        data = tf.data.Dataset.from_tensor_slices((X, Y))
+    history = gpnat.train(model, data, iterations=iterations, batch_size=B, progress=False,
                           strategy=strategy, **MODES[mode], **kwargs)
     values = [np.asarray(v.numpy()) for v in model.trainable_variables]
     return np.asarray(history.elbo), values
@@ -74,6 +79,8 @@ def mirrored(out):
     for mode in MODES:
         results[f"single/{mode}"] = run(gpnat, gpflow, mode)
         results[f"mirrored/{mode}"] = run(gpnat, gpflow, mode, strategy)
+    results["single/dataset"] = run(gpnat, gpflow, "fused", dataset=True)
+    results["mirrored/dataset"] = run(gpnat, gpflow, "fused", strategy, dataset=True)
     errors = []
     X, Y = problem()
     try:  # a model built outside the scope
@@ -111,6 +118,8 @@ def worker(out, modes, checkpoint_dir, crash_at, iterations):
                     os._exit(3)  # killed mid-run: no clean-up, no checkpoint
             kwargs["callbacks"] = [crash]
         results[f"worker/{mode}"] = run(gpnat, gpflow, mode, strategy, iterations=iterations, **kwargs)
+    if not checkpoint_dir:
+        results["worker/dataset"] = run(gpnat, gpflow, "fused", strategy, dataset=True)
     save(out, results)
 
 

@@ -88,7 +88,7 @@ def _wait(procs, timeout=600):
     return codes
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", MODES + ["dataset"])
 def test_mirrored_strategy_on_two_cpu_devices_equals_one_device(mirrored_results, mode):
     results, _ = mirrored_results
     _assert_same(results[f"mirrored/{mode}"], results[f"single/{mode}"])
@@ -108,7 +108,7 @@ def test_multi_worker_strategy_with_two_processes_equals_one_device(mirrored_res
     assert codes == [0, 0], [Path(p[1]).with_suffix(".log").read_text()[-2000:] for p in procs]
     for _, out, _ in procs:
         workers = _load(out)
-        for mode in MODES:
+        for mode in MODES + ["dataset"]:
             _assert_same(workers[f"worker/{mode}"], results[f"single/{mode}"])
 
 

@@ -24,7 +24,13 @@ from typing import Optional
 
 import tensorflow as tf
 
-__all__ = ["multi_worker_strategy", "check_strategy", "loss_and_gradients", "worker_checkpoint_dir"]
+__all__ = [
+    "multi_worker_strategy",
+    "check_strategy",
+    "loss_and_gradients",
+    "distributed_batches",
+    "worker_checkpoint_dir",
+]
 
 
 def multi_worker_strategy(tf_config: Optional[str] = None) -> tf.distribute.Strategy:
@@ -89,31 +95,60 @@ def check_strategy(strategy: tf.distribute.Strategy, variables, rows: Optional[i
 def loss_and_gradients(strategy: tf.distribute.Strategy, loss_fn, batch, variables):
     """The global batch's loss and gradients: each replica takes its shard, one all-reduce sums them.
 
-    Called in cross-replica context (inside the compiled loop). ``loss_fn(batch)``
-    is the model's training loss; ``variables`` are mirrored. Returns the summed
+    Called in cross-replica context (inside the compiled loop). ``batch`` is a
+    global batch (X, Y), sliced in-graph per replica, or per-replica values from
+    :func:`distributed_batches`. ``loss_fn(batch)`` is the model's training
+    loss; ``variables`` are mirrored. Returns the summed
     loss and gradients (zeros where a variable does not affect the loss).
     """
     replicas = strategy.num_replicas_in_sync
 
-    def shard_loss(X, Y):
+    def replica_loss(X, Y, sliced: bool):
         context = tf.distribute.get_replica_context()
-        rows = tf.shape(X)[0] // replicas
-        start = tf.cast(context.replica_id_in_sync_group, tf.int32) * rows
-        shard = (X[start:start + rows], Y[start:start + rows])
+        if sliced:  # a global batch: this replica's rows [r B/R, (r+1) B/R)
+            rows = tf.shape(X)[0] // replicas
+            start = tf.cast(context.replica_id_in_sync_group, tf.int32) * rows
+            X, Y = X[start:start + rows], Y[start:start + rows]
         with tf.GradientTape() as tape:
-            loss = loss_fn(shard) / tf.cast(replicas, X.dtype)
+            loss = loss_fn((X, Y)) / tf.cast(replicas, X.dtype)
         grads = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         return context.all_reduce(tf.distribute.ReduceOp.SUM, [loss] + list(grads))
 
     X, Y = batch
-    divides = tf.debugging.assert_equal(
-        tf.shape(X)[0] % replicas, 0,
-        message=f"a global batch does not divide among the {replicas} replicas (batch_size must be a multiple)")
-    with tf.control_dependencies([divides]):
-        X = tf.identity(X)
-    summed = strategy.run(shard_loss, args=(X, Y))
+    sliced = not isinstance(X, tf.distribute.DistributedValues)  # else per-replica from distributed_batches
+    summed = strategy.run(replica_loss, args=(X, Y, sliced))
     summed = [strategy.experimental_local_results(t)[0] for t in summed]
     return summed[0], summed[1:]
+
+
+def distributed_batches(strategy: tf.distribute.Strategy, batches: tf.data.Dataset):
+    """An iterator of per-replica shards of the global batches of ``batches``.
+
+    ``batches`` is the single-device pipeline (global batches, repeated). Through
+    ``strategy.distribute_datasets_from_function`` each worker runs it, splits
+    each global batch into per-replica batches of B / R rows and keeps its own
+    (``shard`` over input pipelines): replica r gets rows [r B/R, (r+1) B/R) of
+    every global batch, as with arrays.
+    """
+    rows = batches.element_spec[0].shape[0]
+    replicas = strategy.num_replicas_in_sync
+    if rows is None:
+        raise ValueError(
+            "under a strategy a Dataset of batches needs a static batch size (batch(B, drop_remainder=True)), "
+            "or give single examples and batch_size"
+        )
+    if rows % replicas:
+        raise ValueError(
+            f"the global batch of {rows} rows does not divide among the {replicas} replicas: choose a "
+            f"batch_size that is a multiple of {replicas}"
+        )
+
+    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        per_replica = context.get_per_replica_batch_size(rows)
+        shards = batches.unbatch().batch(per_replica, drop_remainder=True)
+        return shards.shard(context.num_input_pipelines, context.input_pipeline_id)
+
+    return iter(strategy.distribute_datasets_from_function(dataset_fn))
 
 
 def worker_checkpoint_dir(strategy: Optional[tf.distribute.Strategy], directory: Path) -> Path:

@@ -26,7 +26,7 @@ from ..recovery import NO_RECOVERY, REASONS, Guard, Recovery
 from ..schedules import LogLinear
 from ..variational import variational_distributions
 from .batches import ArrayBatches, check_arrays, dataset_batches
-from .distributed import check_strategy, worker_checkpoint_dir
+from .distributed import check_strategy, distributed_batches, worker_checkpoint_dir
 from .checkpoints import latest_checkpoint, remove_unfinished_saves, write_checkpoint
 from .history import History
 from .steps import STEPS, Parts, result_dtypes
@@ -168,7 +168,7 @@ def train(
         adam_lr = None  # nothing for Adam to do
 
     takes_data = _loss_takes_data(model, data, batch_size)
-    source, iterator = _batches(model, data, batch_size, seed)
+    source, iterator = _batches(model, data, batch_size, seed, strategy)
     if strategy is not None:
         if not takes_data:
             raise ValueError(f"{type(model).__name__} holds its data and cannot be sharded; use an SVGP")
@@ -361,15 +361,22 @@ def _next_size(steps_per_call, last: int, seconds: float, first: bool) -> int:
     return int(max(1, min(MAX_STEPS_PER_CALL, 4 * last, wanted)))
 
 
-def _batches(model, data, batch_size, seed):
-    """(in-graph ArrayBatches, None) for arrays, or (None, an iterator) for a Dataset."""
+def _batches(model, data, batch_size, seed, strategy=None):
+    """(in-graph ArrayBatches, None) for arrays, or (None, an iterator) for a Dataset.
+
+    Under a strategy a Dataset's iterator yields per-replica shards
+    (:func:`~gpnat.training.distributed.distributed_batches`).
+    """
     if isinstance(data, tf.data.Dataset):
         if getattr(model, "num_data", 0) is None:
             raise ValueError(
                 "a tf.data.Dataset yields minibatches, so the model needs num_data = N (the "
                 "number of training points) to scale the ELBO by N / B: construct it with num_data=N"
             )
-        return None, iter(dataset_batches(data, batch_size, seed))
+        batches = dataset_batches(data, batch_size, seed)
+        if strategy is not None:
+            return None, distributed_batches(strategy, batches)
+        return None, iter(batches)
     X, Y = check_arrays(data)
     N = X.shape[0]
     if batch_size is not None and batch_size < N:
