@@ -145,3 +145,12 @@ def test_a_killed_worker_restarted_resumes_from_the_checkpoint(mirrored_results,
 def test_a_tf_config_that_does_not_parse_is_a_clear_error(config, match):
     with pytest.raises(ValueError, match=match):
         multi_worker_strategy(config)
+
+
+def test_the_multi_worker_example_runs_two_workers():
+    example = Path(__file__).resolve().parents[1] / "examples" / "multi_worker.py"
+    done = subprocess.run([sys.executable, str(example), "--workers", "2", "--iterations", "20",
+                           "--num-data", "400", "--inducing", "10"],
+                          env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "2 replicas, 20 iterations" in done.stdout
