@@ -22,6 +22,7 @@ MODES = {
     "alternating": dict(fused=False),
     "adam": dict(natgrad=None),
     "natgrad": dict(adam_lr=None),
+    "recovery": dict(),  # γ = 1 stepped in the stored (m, L): some iterations are rolled back
 }
 N, M, B, ITERATIONS = 96, 6, 32, 25
 
@@ -50,16 +51,20 @@ def run(gpnat, gpflow, mode, strategy=None, iterations=ITERATIONS, dataset=False
         import tensorflow as tf
 
         data = tf.data.Dataset.from_tensor_slices((X, Y))
+    options = dict(MODES[mode])
+    if mode == "recovery":
+        options["natgrad"] = gpnat.NaturalGradient(1.0, coordinates=None)
     history = gpnat.train(model, data, iterations=iterations, batch_size=B, progress=False,
-                          strategy=strategy, **MODES[mode], **kwargs)
+                          strategy=strategy, **options, **kwargs)
     values = [np.asarray(v.numpy()) for v in model.trainable_variables]
-    return np.asarray(history.elbo), values
+    return np.asarray(history.elbo), np.asarray(history.failure), values
 
 
 def save(out, results):
     arrays = {}
-    for key, (elbo, values) in results.items():
+    for key, (elbo, failure, values) in results.items():
         arrays[f"{key}/elbo"] = elbo
+        arrays[f"{key}/failure"] = failure
         for i, v in enumerate(values):
             arrays[f"{key}/var{i}"] = v
     np.savez(out, **arrays)

@@ -20,7 +20,7 @@ import pytest
 from gpnat.training.distributed import multi_worker_strategy
 
 SCRIPT = Path(__file__).with_name("distributed_script.py")
-MODES = ["fused", "alternating", "adam", "natgrad"]
+MODES = ["fused", "alternating", "adam", "natgrad", "recovery"]
 #: measured agreement is ~1e-15 relative (the sum over two shards is ordered differently)
 RTOL = 1e-10
 
@@ -52,6 +52,7 @@ def _load(path):
 
 
 def _assert_same(a, b):
+    np.testing.assert_array_equal(a["failure"], b["failure"])  # the same iterations rolled back
     np.testing.assert_allclose(a["elbo"], b["elbo"], rtol=RTOL)
     names = sorted(k for k in a if k.startswith("var"))
     assert names == sorted(k for k in b if k.startswith("var"))
@@ -92,6 +93,8 @@ def _wait(procs, timeout=600):
 def test_mirrored_strategy_on_two_cpu_devices_equals_one_device(mirrored_results, mode):
     results, _ = mirrored_results
     _assert_same(results[f"mirrored/{mode}"], results[f"single/{mode}"])
+    if mode == "recovery":
+        assert np.count_nonzero(results[f"single/{mode}"]["failure"]) >= 1
 
 
 def test_model_outside_the_scope_and_a_batch_that_does_not_divide_are_refused(mirrored_results):
