@@ -1,5 +1,5 @@
-# The two commands of the README: `make demo` and `make test` (which also builds the docs, in
-# tests/test_docs.py); `make docs` builds the documentation.
+# The two commands of the README: `make demo` and `make test` (ruff's lint, configured in ruff.toml,
+# then the tests, which also build the docs in tests/test_docs.py); `make docs` builds the documentation.
 # Both create .venv with python3 if it is missing and install gpnat into it.
 PYTHON ?= python3
 VENV ?= .venv
@@ -25,6 +25,7 @@ demo: $(STAMP)
 	$(PY) -m gpnat.demo --out demo-output
 
 test: $(STAMP) $(DOCS_STAMP)
+	$(VENV)/bin/ruff check gpnat tests benchmarks examples
 	$(PY) -m pytest -q tests
 
 $(DOCS_STAMP): setup.py | $(PY)

@@ -24,6 +24,7 @@ setup(
     extras_require={
         "test": [
             "pytest>=9.0",
+            "ruff>=0.17",
             "hypothesis>=6.150",
             # tests/test_notebooks.py executes the notebooks
             "nbclient>=0.11",

@@ -35,7 +35,7 @@ import gpflow  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import gpnat  # noqa: E402
-from gpnat import datasets, schedules  # noqa: E402
+from gpnat import datasets  # noqa: E402
 
 gpflow.config.set_default_float(np.float64)
 HERE = Path(__file__).resolve().parent
@@ -102,7 +102,9 @@ def run(problem, storage, coordinates, gamma, batch, iterations, mode="fused", c
     elif gamma == "default":
         natgrad = gpnat.training.loop._DEFAULT.make(model)
         if coordinates != "natural":
-            natgrad.coordinates = None if coordinates == "storage" else gpnat.parametrisations.get_parametrisation(coordinates)
+            natgrad.coordinates = (
+                None if coordinates == "storage" else gpnat.parametrisations.get_parametrisation(coordinates)
+            )
     else:
         natgrad = gpnat.NaturalGradient(gamma, coordinates=None if coordinates == "storage" else coordinates)
     record = dict(storage=storage, coordinates=coordinates, gamma=gamma, batch=batch, mode=mode,

@@ -62,9 +62,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import gpflow  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-import gpflow  # noqa: E402
 from gpflow.keras import tf_keras  # noqa: E402
 
 import gpnat  # noqa: E402

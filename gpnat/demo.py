@@ -91,7 +91,8 @@ def _plot(path: Path, natgrad_trace, adam_trace, optimum) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     steps = np.arange(len(adam_trace))
     floor = 1e-12  # differences below this are round-off
-    gap = lambda trace: np.maximum(optimum - np.asarray(trace), floor)
+    def gap(trace):
+        return np.maximum(optimum - np.asarray(trace), floor)
     ax.loglog(steps[1:], gap(adam_trace)[1:], label="Adam on q(u), lr 0.01")
     ax.loglog([1], gap(natgrad_trace)[1:], "o", ms=9, label="natural gradient, 1 step, γ = 1 (gap at round-off)")
     ax.set_xlabel("step")

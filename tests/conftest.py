@@ -12,7 +12,8 @@ ALL_PARAMETRISATIONS = [cls() for cls in PARAMETRISATIONS.values()]
 
 
 def pytest_generate_tests(metafunc):
-    explicit = any(m.name == "parametrize" and "parametrisation" in m.args[0] for m in metafunc.definition.iter_markers())
+    markers = metafunc.definition.iter_markers()
+    explicit = any(m.name == "parametrize" and "parametrisation" in m.args[0] for m in markers)
     if "parametrisation" in metafunc.fixturenames and not explicit:
         metafunc.parametrize(
             "parametrisation", ALL_PARAMETRISATIONS, ids=[type(p).__name__ for p in ALL_PARAMETRISATIONS]

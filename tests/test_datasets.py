@@ -17,11 +17,11 @@ import pytest
 
 from gpnat import datasets
 from gpnat.datasets import (
+    UCI_DATASETS,
     DatasetFallbackWarning,
     DatasetNotFoundError,
     Split,
     Standardiser,
-    UCI_DATASETS,
     UCIDataset,
     banana,
     find_uci_file,

@@ -58,7 +58,8 @@ def test_reproduce_writes_well_formed_results(tiny_run):
     columns, rows = _read_csv(tiny_run / "nonconjugate.csv")
     assert columns == report.NONCONJUGATE_COLUMNS
     settings = NonConjugateSettings.tiny()
-    expected = len(settings.datasets) * len(settings.splits) * (1 + len(settings.parametrisations) * len(settings.schedules))
+    per_split = 1 + len(settings.parametrisations) * len(settings.schedules)
+    expected = len(settings.datasets) * len(settings.splits) * per_split
     assert len(rows) == expected
     assert {r["dataset"] for r in rows} == set(settings.datasets)
     for r in rows:

@@ -211,7 +211,8 @@ def test_natural_gradient_equals_inverse_fisher_times_gradient(rng, parametrisat
 def test_jvp_by_reverse_twice_equals_explicit_jacobian(rng):
     x = tf.constant(rng.normal(size=4))
     A = tf.constant(rng.normal(size=(3, 4)))
-    fn = lambda v: (tf.sin(tf.linalg.matvec(A, v)) * tf.reduce_sum(v**2),)
+    def fn(v):
+        return (tf.sin(tf.linalg.matvec(A, v)) * tf.reduce_sum(v**2),)
     tangent = rng.normal(size=4)
     with tf.GradientTape() as tape:
         tape.watch(x)
@@ -264,7 +265,8 @@ def test_compiled_step_equals_eager_step(rng, parametrisation):
         model.q.assign_mean_cholesky(*random_meanchol(r, M, 2, scale=0.3, jitter=0.8))
         opt = gpnat.NaturalGradient(0.3)
         loss_fn = model.training_loss_closure(data, compile=False)
-        step = (lambda: opt.minimize(loss_fn, model.q))
+        def step():
+            return (opt.minimize(loss_fn, model.q))
         step = tf.function(step) if compiled else step
         for _ in range(3):
             step()
@@ -276,7 +278,8 @@ def test_compiled_step_equals_eager_step(rng, parametrisation):
 def test_several_q_at_once(rng):
     m1, d1, s1 = _gaussian_problem(rng, L=1, noise=0.2)
     m2, d2, s2 = _gaussian_problem(rng, L=2, noise=0.3)
-    loss_fn = lambda: m1.training_loss(d1) + m2.training_loss(d2)
+    def loss_fn():
+        return m1.training_loss(d1) + m2.training_loss(d2)
     gpnat.NaturalGradient(1.0).minimize(loss_fn, [m1.q, m2.q])
     np.testing.assert_allclose(m1.elbo(d1), s1.elbo(), rtol=1e-8)
     np.testing.assert_allclose(m2.elbo(d2), s2.elbo(), rtol=1e-8)

@@ -61,7 +61,8 @@ def strip_native_logs(nb) -> None:
         kept = []
         for output in cell.get("outputs", []):
             if output.get("output_type") == "stream" and output.get("name") == "stderr":
-                lines = [l for l in output["text"].splitlines(keepends=True) if not _NATIVE_LOG.match(l.rstrip("\n"))]
+                lines = [line for line in output["text"].splitlines(keepends=True)
+                         if not _NATIVE_LOG.match(line.rstrip("\n"))]
                 if not "".join(lines).strip():
                     continue
                 output["text"] = "".join(lines)

@@ -12,7 +12,8 @@ from gpnat import schedules
 def test_constant_and_numbers():
     assert float(schedules.Constant(0.3)(tf.constant(7, tf.int64))) == 0.3
     assert isinstance(schedules.as_schedule(0.5), schedules.Constant)
-    f = lambda t: 0.1
+    def f(t):
+        return 0.1
     assert schedules.as_schedule(f) is f
 
 
@@ -60,7 +61,8 @@ def test_optimizer_counts_steps_for_its_schedule():
 
     q = gpnat.VariationalGaussian(2, 1)
     opt = gpnat.NaturalGradient(schedule)
-    loss_fn = lambda: tf.reduce_sum(q.mean_cholesky()[0] ** 2) + tf.reduce_sum(q.mean_cholesky()[1] ** 2)
+    def loss_fn():
+        return tf.reduce_sum(q.mean_cholesky()[0] ** 2) + tf.reduce_sum(q.mean_cholesky()[1] ** 2)
     for _ in range(3):
         opt.minimize(loss_fn, q)
     assert seen == [1, 2, 3]

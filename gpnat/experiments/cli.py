@@ -81,7 +81,8 @@ def reproduce(out_dir, scale: str = "quick", only: Optional[List[str]] = None, d
     if info_path.exists():
         try:
             old = json.loads(info_path.read_text())
-            earlier = old.get("earlier_invocations", []) + [{k: v for k, v in old.items() if k != "earlier_invocations"}]
+            previous = {k: v for k, v in old.items() if k != "earlier_invocations"}
+            earlier = old.get("earlier_invocations", []) + [previous]
         except (json.JSONDecodeError, AttributeError):
             earlier = []
     if earlier:

@@ -196,7 +196,8 @@ def conjugate_report(cells: List[dict], out: Path) -> str:
         summary.append(dict(
             dataset=dataset, method=method, description=cs[0]["description"], batch_size=cs[0]["batch_size"],
             splits=len(cs),
-            final_elbo_mean=_mean(c["final"].get("elbo") for c in cs), final_elbo_std=_std(c["final"].get("elbo") for c in cs),
+            final_elbo_mean=_mean(c["final"].get("elbo") for c in cs),
+            final_elbo_std=_std(c["final"].get("elbo") for c in cs),
             test_loglik_mean=_mean(c["final"].get("test_loglik") for c in cs),
             test_loglik_std=_std(c["final"].get("test_loglik") for c in cs),
             test_rmse_mean=_mean(c["final"].get("test_rmse") for c in cs),
@@ -296,9 +297,11 @@ def ill_report(cells: List[dict], out: Path) -> str:
         if not method.startswith("adam"):
             continue
         for noise in noises:
-            cs = [c for c in fixed if c["method"] == method and c["noise_variance"] == noise and c["split"] == fixed[0]["split"]]
+            cs = [c for c in fixed
+                  if c["method"] == method and c["noise_variance"] == noise and c["split"] == fixed[0]["split"]]
             if cs and cs[0]["elbo"]:
-                gap = np.array([c_opt - _f(e) for c_opt, e in zip([cs[0]["optimum"]] * len(cs[0]["elbo"]), cs[0]["elbo"])])
+                optima = [cs[0]["optimum"]] * len(cs[0]["elbo"])
+                gap = np.array([c_opt - _f(e) for c_opt, e in zip(optima, cs[0]["elbo"])])
                 axes[2].plot(cs[0]["elbo_iterations"], np.maximum(gap, 1e-3), label=f"{method}, σ²={noise:g}")
     axes[0].set_ylabel("iterations to within 1 nat of the optimum")
     axes[1].set_ylabel("training seconds to within 1 nat")
@@ -341,7 +344,8 @@ def ill_report(cells: List[dict], out: Path) -> str:
                 its = [c["iterations_to_best_minus_1"] for c in cs]
                 lrows.append((noise, method, cs[0]["iterations"], _mean(c["final_elbo"] for c in cs),
                               _mean(c["final_gap"] for c in cs),
-                              _mean(its) if None not in its else f"{sum(i is not None for i in its)}/{len(its)} reached"))
+                              _mean(its) if None not in its
+                              else f"{sum(i is not None for i in its)}/{len(its)} reached"))
         text += ("\n\nLearned kernel hyperparameters and inducing inputs (σ² held fixed): final ELBO, gap to SGPR's "
                  "bound at the final hyperparameters, and iterations to come within 1 nat of the best final ELBO "
                  "of either method.\n\n")
@@ -400,7 +404,8 @@ def nonconjugate_report(cells: List[dict], out: Path) -> str:
     figures = []
     text = ""
     for dataset in sorted({c["dataset"] for c in cells}):
-        dcells = [c for c in cells if c["dataset"] == dataset and c["split"] == min(x["split"] for x in cells if x["dataset"] == dataset)]
+        first_split = min(x["split"] for x in cells if x["dataset"] == dataset)
+        dcells = [c for c in cells if c["dataset"] == dataset and c["split"] == first_split]
         fig, ax = plt.subplots(figsize=(8, 5))
         adam = [c for c in dcells if c["kind"] == "adam"]
         lo = None

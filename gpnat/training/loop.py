@@ -26,8 +26,8 @@ from ..recovery import NO_RECOVERY, REASONS, Guard, Recovery
 from ..schedules import LogLinear
 from ..variational import variational_distributions
 from .batches import ArrayBatches, check_arrays, dataset_batches
-from .distributed import check_strategy, distributed_batches, worker_checkpoint_dir
 from .checkpoints import latest_checkpoint, remove_unfinished_saves, write_checkpoint
+from .distributed import check_strategy, distributed_batches, worker_checkpoint_dir
 from .history import History
 from .steps import STEPS, Parts, result_dtypes
 
