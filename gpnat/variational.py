@@ -384,13 +384,17 @@ def as_list(q) -> list:
 def variational_distributions(model: tf.Module) -> list:
     """Every q(u) inside ``model``, or ``model`` itself if it is one.
 
-    gpnat's :class:`VariationalGaussian` s; for a gpflow model without them
-    (gpflow's SVGP or VGP), its ``(q_mu, q_sqrt)`` Parameters as a :class:`GpflowQ`.
+    gpnat's :class:`VariationalGaussian` s; for a gpflow model without them, the
+    ``(q_mu, q_sqrt)`` Parameters of the model and of its submodules (gpflow's
+    SVGP or VGP, the layers of a GPflux deep GP), each as a :class:`GpflowQ`.
     """
     qs = [m for m in model.submodules if isinstance(m, VariationalGaussian)]
     if isinstance(model, VariationalGaussian):
         qs.insert(0, model)
-    q_mu, q_sqrt = getattr(model, "q_mu", None), getattr(model, "q_sqrt", None)
-    if not qs and isinstance(q_mu, gpflow.Parameter) and isinstance(q_sqrt, gpflow.Parameter):
-        qs.append(GpflowQ(q_mu, q_sqrt))
+    if qs:
+        return qs
+    for module in [model, *model.submodules]:
+        q_mu, q_sqrt = getattr(module, "q_mu", None), getattr(module, "q_sqrt", None)
+        if isinstance(q_mu, gpflow.Parameter) and isinstance(q_sqrt, gpflow.Parameter):
+            qs.append(GpflowQ(q_mu, q_sqrt))
     return qs

@@ -198,6 +198,29 @@ def test_train_a_gpflow_vgp_full_batch_on_its_own_data(rng):
         np.testing.assert_array_equal(v.numpy(), b)
 
 
+def test_train_finds_the_q_of_every_gpflow_submodule(rng):
+    """A module holding several gpflow SVGPs (as a GPflux deep GP holds layers): each q(u) gets natural steps."""
+    X, Y = regression_data(rng, N=40)
+
+    class TwoModels(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.likelihood = gpflow.likelihoods.Gaussian(0.3)
+            self.first = gpflow.models.SVGP(make_kernel(), self.likelihood, X[:4].copy(), num_data=40)
+            self.second = gpflow.models.SVGP(make_kernel(), self.likelihood, X[4:9].copy(), num_data=40)
+
+        def training_loss(self, data):
+            return self.first.training_loss(data) + self.second.training_loss(data)
+
+    model = TwoModels()
+    qs = gpnat.training.variational_distributions(model)
+    assert [q.num_inducing for q in qs] == [4, 5]
+    gpnat.train(model, (X, Y), iterations=1, adam_lr=None, natgrad=gpnat.NaturalGradient(1.0), progress=False)
+    for svgp in (model.first, model.second):  # one step of γ = 1: each on its own SGPR bound
+        sgpr = gpflow.models.SGPR((X, Y), svgp.kernel, svgp.inducing_variable.Z.numpy(), noise_variance=0.3)
+        np.testing.assert_allclose(svgp.elbo((X, Y)), sgpr.elbo(), rtol=1e-10)
+
+
 # --------------------------------------------------------------- bad input
 def test_var_lists_that_are_not_parameter_tuples_are_refused(problem):
     X, Y, Z = problem
