@@ -1,6 +1,7 @@
 # The two commands of the README: `make demo` and `make test` (ruff's lint, configured in ruff.toml,
 # then the tests, which also build the docs in tests/test_docs.py); `make docs` builds the documentation.
-# Both create .venv with python3 if it is missing and install gpnat into it.
+# Both create .venv with python3 if it is missing and install gpnat into it with the test extras
+# (which include scikit-learn, the `experiments` extra, for the data of the demo and the tests).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

@@ -17,12 +17,14 @@ setup(
         "tf-keras>=2.21",
         "gpflow>=2.11.2",
         "check_shapes>=1.1.1",
-        "scikit-learn>=1.9",
         "matplotlib>=3.11",
         "tqdm>=4.70",
     ],
     extras_require={
+        # gpnat.experiments.datasets' bundled sets (the demo, the notebooks, `gpnat reproduce`)
+        "experiments": ["scikit-learn>=1.9"],
         "test": [
+            "scikit-learn>=1.9",  # the experiments extra: the tests, the demo and the notebooks use its data
             "pytest>=9.0",
             "ruff>=0.17",
             "hypothesis>=6.150",

@@ -16,7 +16,7 @@ Writes ``benchmarks/robustness.json`` (one record per run, resumable) and
     python benchmarks/bench_robustness.py [--iterations 300] [--only banana,poisson]
 
 The UCI set is read from ``GPNAT_DATA_DIR`` or the usual data directories
-(see :mod:`gpnat.datasets`); without it that problem is skipped.
+(see :mod:`gpnat.experiments.datasets`); without it that problem is skipped.
 """
 import argparse
 import json
@@ -35,7 +35,7 @@ import gpflow  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import gpnat  # noqa: E402
-from gpnat import datasets  # noqa: E402
+from gpnat.experiments import datasets  # noqa: E402
 
 gpflow.config.set_default_float(np.float64)
 HERE = Path(__file__).resolve().parent

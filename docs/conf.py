@@ -22,7 +22,6 @@ version = release = gpnat.__version__
 extensions = [
     "myst_parser",
     "sphinx.ext.autodoc",
-    "sphinx.ext.napoleon",  # the Google-style "Args:/Returns:" of gpnat.datasets
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
 ]
@@ -35,8 +34,6 @@ myst_heading_anchors = 3
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_default_options = {"members": True, "show-inheritance": True}
-napoleon_google_docstring = True
-napoleon_numpy_docstring = False
 
 html_theme = "alabaster"
 html_title = f"gpnat {release}"

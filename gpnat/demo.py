@@ -1,6 +1,7 @@
 """The headline demo: one natural-gradient step against Adam on a real regression set.
 
-Run with ``make demo`` (or ``python -m gpnat.demo --out DIR``). On scikit-learn's
+Run with ``make demo`` (or ``python -m gpnat.demo --out DIR``; outside ``make demo``
+the data need scikit-learn: ``pip install 'gpnat[experiments]'``). On scikit-learn's
 bundled diabetes data (442 patients, 10 inputs; no download), with kernel and
 noise hyperparameters fitted once by gpflow's SGPR, it trains q(u) of a
 ``gpnat.SVGP`` and prints
@@ -20,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 import gpnat
-from gpnat import datasets
+from gpnat.experiments import datasets
 
 
 def fitted_sgpr(X, Y, num_inducing: int, seed: int = 0):

@@ -45,5 +45,5 @@ def test_every_public_name_is_in_the_api_reference():
     for name in gpnat.__all__:
         assert f"gpnat.{name}" in api, f"gpnat.{name} is not in docs/api.rst"
     for module in ("gaussian", "parametrisations", "variational", "natgrad", "schedules",
-                   "training", "datasets"):
+                   "training", "experiments.datasets"):
         assert f"automodule:: gpnat.{module}" in api

@@ -106,7 +106,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     rep.add_argument("--quick", action="store_true", help="reduced version of every experiment (minutes)")
     rep.add_argument("--only", choices=EXPERIMENTS, action="append",
                      help="run only this experiment (may be repeated)")
-    rep.add_argument("--data-dir", default=None, help="directory with the UCI files (default: gpnat.datasets' search)")
+    rep.add_argument("--data-dir", default=None,
+                     help="directory with the UCI files (default: gpnat.experiments.datasets' search)")
     rep.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # for the test suite
     args = parser.parse_args(argv)
 

@@ -443,14 +443,14 @@ def load_problem(name: str, split: int, data_dir=None, n_synthetic: int = 1000,
                  test_fraction: Optional[float] = None) -> Problem:
     """One split of a named data set, standardised with the training part's statistics.
 
-    UCI regression sets (:data:`gpnat.datasets.UCI_DATASETS`) use
-    :func:`gpnat.datasets.uci_split` (test fraction 0.1, split s = seed s).
-    The others are split with :func:`gpnat.datasets.train_test_split`
+    UCI regression sets (:data:`gpnat.experiments.datasets.UCI_DATASETS`) use
+    :func:`gpnat.experiments.datasets.uci_split` (test fraction 0.1, split s = seed s).
+    The others are split with :func:`gpnat.experiments.datasets.train_test_split`
     (test fraction 0.2, seed = split; MNIST keeps its own train/test split)
     and their inputs are standardised; Student-t targets are standardised
     too, class labels and counts are not.
     """
-    from gpnat import datasets
+    from . import datasets
 
     if name in datasets.UCI_DATASETS:
         s = datasets.uci_split(name, split, test_fraction=test_fraction or 0.1, data_dir=data_dir, download=False)
@@ -496,7 +496,7 @@ def load_problem(name: str, split: int, data_dir=None, n_synthetic: int = 1000,
 
 def uci_available(name: str, data_dir=None) -> bool:
     """True for non-UCI names, and for UCI names whose file is found locally."""
-    from gpnat import datasets
+    from . import datasets
 
     if name not in datasets.UCI_DATASETS:
         return True

@@ -1,4 +1,4 @@
-"""Tests for gpnat.datasets (numpy-only data loaders)."""
+"""Tests for gpnat.experiments.datasets (numpy-only data loaders)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpnat import datasets
-from gpnat.datasets import (
+from gpnat.experiments import datasets
+from gpnat.experiments.datasets import (
     UCI_DATASETS,
     DatasetFallbackWarning,
     DatasetNotFoundError,
@@ -40,7 +40,9 @@ from gpnat.datasets import (
 )
 
 DATASETS_FILE = Path(datasets.__file__).resolve()
-SHARED_UCI_DIR = DATASETS_FILE.parents[2] / "shared" / "data" / "uci"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# the data beside the checkout: <checkout>/../shared/data/uci
+SHARED_UCI_DIR = REPO_ROOT.parent / "shared" / "data" / "uci"
 
 EXPECTED_UCI = {
     # name: (file name, N, columns in file, target column, dropped columns)
@@ -195,7 +197,7 @@ def test_data_dirs_order(isolated_env, monkeypatch, tmp_path):
     assert dirs[0] == explicit.resolve()
     assert dirs[1] == env_dir.resolve()
     assert dirs[-1] == isolated_env.resolve()
-    adjacent = (DATASETS_FILE.parents[2] / "shared" / "data" / "uci").resolve()
+    adjacent = SHARED_UCI_DIR.resolve()
     cwd_relative = (Path.cwd().parent / "shared" / "data" / "uci").resolve()
     assert adjacent in dirs and cwd_relative in dirs
     assert dirs.index(adjacent) == 2
@@ -570,6 +572,29 @@ def test_mnist_reads_existing_file_in_cache_dir(monkeypatch, tmp_path):
 
 
 # ---------------------------------------------------------------------------
+# scikit-learn is optional (the "experiments" extra)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loader", [load_diabetes, load_breast_cancer, load_wine, load_digits])
+def test_bundled_sets_without_sklearn_name_the_extra(monkeypatch, loader):
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # "import sklearn" fails
+    with pytest.raises(ImportError, match=r"pip install 'gpnat\[experiments\]'") as info:
+        loader()
+    assert loader.__name__ in str(info.value) and "scikit-learn" in str(info.value)
+
+
+def test_mnist_fallback_without_sklearn_names_the_extra(monkeypatch):
+    def offline(cache_dir):
+        raise OSError("URL fetch failure (test: no network)")
+
+    monkeypatch.setattr(datasets, "_fetch_mnist", offline)
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    with pytest.warns(DatasetFallbackWarning), pytest.raises(ImportError, match=r"gpnat\[experiments\]"):
+        load_mnist()
+
+
+# ---------------------------------------------------------------------------
 # module hygiene
 # ---------------------------------------------------------------------------
 
@@ -598,3 +623,25 @@ def test_module_imports_neither_tensorflow_nor_sklearn():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "9"
+
+
+def test_core_library_imports_neither_this_module_nor_sklearn():
+    # TensorFlow itself (Keras' optional scikit-learn wrappers) imports sklearn when it is installed,
+    # so "sklearn" in sys.modules says nothing about gpnat: block it, and record who asks for it.
+    code = (
+        "import builtins, sys\n"
+        "sys.modules['sklearn'] = None  # 'import sklearn' fails, as without the experiments extra\n"
+        "asked, original = [], builtins.__import__\n"
+        "def spy(name, globals=None, *args, **kwargs):\n"
+        "    if name.split('.')[0] == 'sklearn':\n"
+        "        asked.append((globals or {}).get('__name__'))\n"
+        "    return original(name, globals, *args, **kwargs)\n"
+        "builtins.__import__ = spy\n"
+        "import gpnat, gpnat.training, gpnat.natgrad, gpnat.models, gpnat.variational, gpnat.experiments\n"
+        "print(sorted({m for m in asked if m and m.split('.')[0] == 'gpnat'}),\n"
+        "      'gpnat.experiments.datasets' in sys.modules)\n"
+    )
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "[] False"

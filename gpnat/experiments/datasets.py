@@ -1,8 +1,16 @@
 """Data sets for gpnat's demos, tests, benchmarks and experiments.
 
+This module is not part of the core library (``import gpnat`` never imports
+it): it holds the downloader, cache, splits and bundled sets that the
+experiments, the demo, the notebooks and the benchmarks use.
+
 Everything here returns plain numpy arrays; the module itself imports only the
-standard library and numpy.  scikit-learn (bundled data sets) and TensorFlow
+standard library and numpy.  scikit-learn (the bundled data sets
+:func:`load_diabetes`, :func:`load_breast_cancer`, :func:`load_wine`,
+:func:`load_digits` and the fallback of :func:`load_mnist`) and TensorFlow
 (MNIST download) are imported lazily inside the functions that need them.
+scikit-learn is an optional dependency, installed with the ``experiments``
+extra: ``pip install 'gpnat[experiments]'``.
 
 Shape glossary used in the docstrings:
 
@@ -141,15 +149,14 @@ class DatasetFallbackWarning(UserWarning):
 class UCIDataset:
     """Description of one UCI regression data file.
 
-    Attributes:
-        name: short name used by :func:`load_uci` (e.g. ``"boston"``).
-        filename: local file name (e.g. ``"bostonHousing.txt"``).
-        folder: folder name in the public source repository.
-        target_column: 0-based column index of the regression target.
-        drop_columns: 0-based column indices removed from the inputs besides the
-            target (e.g. naval's second target, column 17).
-        shape: ``(N, number of columns in the file)``.
-        url: public download URL of the file.
+    :ivar name: short name used by :func:`load_uci` (e.g. ``"boston"``).
+    :ivar filename: local file name (e.g. ``"bostonHousing.txt"``).
+    :ivar folder: folder name in the public source repository.
+    :ivar target_column: 0-based column index of the regression target.
+    :ivar drop_columns: 0-based column indices removed from the inputs besides the
+        target (e.g. naval's second target, column 17).
+    :ivar shape: ``(N, number of columns in the file)``.
+    :ivar url: public download URL of the file.
     """
 
     name: str
@@ -224,8 +231,7 @@ def _get_uci_entry(name: str) -> UCIDataset:
 def uci_cache_dir() -> Path:
     """The user cache directory for UCI files, where downloads are written.
 
-    Returns:
-        ``$XDG_CACHE_HOME/gpnat/uci`` if ``XDG_CACHE_HOME`` is set and non-empty,
+    :return: ``$XDG_CACHE_HOME/gpnat/uci`` if ``XDG_CACHE_HOME`` is set and non-empty,
         else ``~/.cache/gpnat/uci``.  The directory is not created.
     """
     xdg = os.environ.get("XDG_CACHE_HOME")
@@ -235,9 +241,9 @@ def uci_cache_dir() -> Path:
 
 def _repository_adjacent_dirs() -> List[Path]:
     dirs = []
-    parents = Path(__file__).resolve().parents
-    if len(parents) > 2:
-        dirs.append(parents[2] / "shared" / "data" / "uci")
+    parents = Path(__file__).resolve().parents  # gpnat/experiments, gpnat, the checkout, its parent
+    if len(parents) > 3:
+        dirs.append(parents[3] / "shared" / "data" / "uci")
     dirs.append(Path.cwd().parent / "shared" / "data" / "uci")
     return dirs
 
@@ -245,11 +251,8 @@ def _repository_adjacent_dirs() -> List[Path]:
 def uci_data_dirs(data_dir: Optional[PathLike] = None) -> List[Path]:
     """Directories searched for UCI data files, in priority order.
 
-    Args:
-        data_dir: optional explicit directory; searched first.
-
-    Returns:
-        List of absolute :class:`pathlib.Path` (duplicates removed; the
+    :param data_dir: optional explicit directory; searched first.
+    :return: list of absolute :class:`pathlib.Path` (duplicates removed; the
         directories need not exist): ``data_dir``, then the entries of the
         ``GPNAT_DATA_DIR`` environment variable, then the repository-adjacent
         ``shared/data/uci`` directories (relative to this package's location and
@@ -341,22 +344,17 @@ def _download(entry: UCIDataset, cache_dir: Path, timeout: float = 60.0) -> Path
 def find_uci_file(name: str, data_dir: Optional[PathLike] = None, download: bool = True) -> Path:
     """Locate (and if necessary download) the data file of a UCI set.
 
-    Args:
-        name: short name from :data:`UCI_DATASETS` (case-insensitive; the file
-            stem such as ``"bostonHousing"`` is accepted too).
-        data_dir: optional directory searched before the default locations
-            (see :func:`uci_data_dirs`).
-        download: if True and the file is found nowhere, download it from its
-            public URL into :func:`uci_cache_dir` (a progress message is printed
-            to stderr).
-
-    Returns:
-        Path of the existing file.
-
-    Raises:
-        ValueError: unknown ``name``.
-        DatasetNotFoundError: the file is missing and ``download`` is False or
-            the download failed (no network, HTTP error, unexpected content).
+    :param name: short name from :data:`UCI_DATASETS` (case-insensitive; the file
+        stem such as ``"bostonHousing"`` is accepted too).
+    :param data_dir: optional directory searched before the default locations
+        (see :func:`uci_data_dirs`).
+    :param download: if True and the file is found nowhere, download it from its
+        public URL into :func:`uci_cache_dir` (a progress message is printed
+        to stderr).
+    :return: Path of the existing file.
+    :raises ValueError: unknown ``name``.
+    :raises DatasetNotFoundError: the file is missing and ``download`` is False or
+        the download failed (no network, HTTP error, unexpected content).
     """
     entry = _get_uci_entry(name)
     searched = uci_data_dirs(data_dir)
@@ -393,18 +391,13 @@ def load_uci(
     The target column is moved to ``y``; columns listed in the registry's
     ``drop_columns`` (naval's second target, column 17) are removed.
 
-    Args:
-        name: short name from :data:`UCI_DATASETS`, e.g. ``"boston"``.
-        data_dir: optional directory searched first (see :func:`uci_data_dirs`).
-        download: allow downloading a missing file (see :func:`find_uci_file`).
-
-    Returns:
-        ``(X, y)``: float64 arrays of shapes ``[N, D]`` and ``[N, 1]``.
-
-    Raises:
-        DatasetNotFoundError: the file is missing and cannot be downloaded.
-        ValueError: the file cannot be parsed or its shape differs from the
-            registry (the message names the file).
+    :param name: short name from :data:`UCI_DATASETS`, e.g. ``"boston"``.
+    :param data_dir: optional directory searched first (see :func:`uci_data_dirs`).
+    :param download: allow downloading a missing file (see :func:`find_uci_file`).
+    :return: ``(X, y)``: float64 arrays of shapes ``[N, D]`` and ``[N, 1]``.
+    :raises DatasetNotFoundError: the file is missing and cannot be downloaded.
+    :raises ValueError: the file cannot be parsed or its shape differs from the
+        registry (the message names the file).
     """
     entry = _get_uci_entry(name)
     path = find_uci_file(entry.name, data_dir=data_dir, download=download)
@@ -446,19 +439,15 @@ def train_test_split(
     the remaining rows the training set.  Within :func:`uci_split` the seed is
     the split index.
 
-    Args:
-        X: inputs, ``[N, D]``.
-        y: targets, ``[N, 1]`` (or ``[N, P]``).
-        test_fraction: fraction of rows in the test set, in (0, 1).
-        seed: seed of the permutation.
-
-    Returns:
-        ``(X_train, y_train, X_test, y_test)`` with shapes ``[N - N_test, D]``,
+    :param X: inputs, ``[N, D]``.
+    :param y: targets, ``[N, 1]`` (or ``[N, P]``).
+    :param test_fraction: fraction of rows in the test set, in (0, 1).
+    :param seed: seed of the permutation.
+    :return: ``(X_train, y_train, X_test, y_test)`` with shapes ``[N - N_test, D]``,
         ``[N - N_test, 1]``, ``[N_test, D]``, ``[N_test, 1]``.
 
-    Raises:
-        ValueError: ``X`` and ``y`` have different numbers of rows, or the test
-            or training set would be empty.
+    :raises ValueError: ``X`` and ``y`` have different numbers of rows, or the test
+        or training set would be empty.
     """
     X = np.asarray(X)
     y = np.asarray(y)
@@ -493,11 +482,10 @@ class Standardiser:
     transformation to training and test data.  Columns whose standard deviation
     is zero get standard deviation 1 (they are only centred).
 
-    Attributes:
-        X_mean: ``[D]`` training mean of the inputs.
-        X_std: ``[D]`` training standard deviation of the inputs.
-        y_mean: training mean of the targets (0.0 if fitted without targets).
-        y_std: training standard deviation of the targets (1.0 without targets).
+    :ivar X_mean: ``[D]`` training mean of the inputs.
+    :ivar X_std: ``[D]`` training standard deviation of the inputs.
+    :ivar y_mean: training mean of the targets (0.0 if fitted without targets).
+    :ivar y_std: training standard deviation of the targets (1.0 without targets).
     """
 
     X_mean: np.ndarray
@@ -552,14 +540,11 @@ def standardise(
 ) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray], Optional[np.ndarray], Standardiser]:
     """Standardise a train/test split using training statistics only.
 
-    Args:
-        X_train: ``[N_train, D]``.
-        y_train: ``[N_train, 1]``.
-        X_test: optional ``[N_test, D]``.
-        y_test: optional ``[N_test, 1]``.
-
-    Returns:
-        ``(X_train, y_train, X_test, y_test, standardiser)``: the standardised
+    :param X_train: ``[N_train, D]``.
+    :param y_train: ``[N_train, 1]``.
+    :param X_test: optional ``[N_test, D]``.
+    :param y_test: optional ``[N_test, 1]``.
+    :return: ``(X_train, y_train, X_test, y_test, standardiser)``: the standardised
         arrays (``None`` where no test array was given) and the fitted
         :class:`Standardiser`, whose ``y_mean``/``y_std`` undo the target scaling.
     """
@@ -582,15 +567,14 @@ class Split:
     ``m * y_std + y_mean`` and ``v * y_std**2``; log densities as
     ``logp - log(y_std)`` (see :meth:`to_original_units`).
 
-    Attributes:
-        X_train: ``[N_train, D]``.
-        y_train: ``[N_train, 1]``.
-        X_test: ``[N_test, D]``.
-        y_test: ``[N_test, 1]``.
-        y_mean: training mean of the original targets.
-        y_std: training standard deviation of the original targets.
-        name: data set name.
-        split: split index (= seed of the permutation).
+    :ivar X_train: ``[N_train, D]``.
+    :ivar y_train: ``[N_train, 1]``.
+    :ivar X_test: ``[N_test, D]``.
+    :ivar y_test: ``[N_test, 1]``.
+    :ivar y_mean: training mean of the original targets.
+    :ivar y_std: training standard deviation of the original targets.
+    :ivar name: data set name.
+    :ivar split: split index (= seed of the permutation).
     """
 
     X_train: np.ndarray
@@ -638,15 +622,12 @@ def uci_split(
     are not the fixed split files of Hernandez-Lobato & Adams (2015).  Inputs
     and targets are standardised with the training part's statistics.
 
-    Args:
-        name: short name from :data:`UCI_DATASETS`.
-        split: split index (the seed), e.g. ``0 .. 19``.
-        test_fraction: fraction of rows in the test set.
-        data_dir: optional directory searched first (see :func:`uci_data_dirs`).
-        download: allow downloading a missing file.
-
-    Returns:
-        :class:`Split` with ``X_train`` ``[N_train, D]``, ``y_train``
+    :param name: short name from :data:`UCI_DATASETS`.
+    :param split: split index (the seed), e.g. ``0 .. 19``.
+    :param test_fraction: fraction of rows in the test set.
+    :param data_dir: optional directory searched first (see :func:`uci_data_dirs`).
+    :param download: allow downloading a missing file.
+    :return: :class:`Split` with ``X_train`` ``[N_train, D]``, ``y_train``
         ``[N_train, 1]``, ``X_test`` ``[N_test, D]``, ``y_test`` ``[N_test, 1]``
         and the target's training ``y_mean`` and ``y_std``.
     """
@@ -671,9 +652,19 @@ def uci_split(
 # ---------------------------------------------------------------------------
 
 
-def _sklearn_xy(loader_name: str) -> Tuple[np.ndarray, np.ndarray]:
-    from sklearn import datasets as skd  # lazy: scikit-learn is only needed here
+#: How to install the optional dependency of the bundled data sets.
+_SKLEARN_INSTALL_HINT = "pip install 'gpnat[experiments]'"
 
+
+def _sklearn_xy(loader_name: str) -> Tuple[np.ndarray, np.ndarray]:
+    try:
+        from sklearn import datasets as skd  # lazy: scikit-learn is only needed here
+    except ImportError as err:
+        raise ImportError(
+            f"gpnat.experiments.datasets.{loader_name} needs scikit-learn, an optional dependency of "
+            f"gpnat (its bundled data sets); install it with: {_SKLEARN_INSTALL_HINT} "
+            "(or pip install scikit-learn)."
+        ) from err
     X, y = getattr(skd, loader_name)(return_X_y=True)
     return np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64).reshape(-1, 1)
 
@@ -684,8 +675,8 @@ def load_diabetes() -> Tuple[np.ndarray, np.ndarray]:
     The inputs are as provided by scikit-learn (already mean-centred and
     scaled); the target is the disease progression measure.
 
-    Returns:
-        ``(X, y)``: float64 arrays of shapes ``[442, 10]`` and ``[442, 1]``.
+    :return: ``(X, y)``: float64 arrays of shapes ``[442, 10]`` and ``[442, 1]``.
+    :raises ImportError: scikit-learn is not installed (``pip install 'gpnat[experiments]'``).
     """
     return _sklearn_xy("load_diabetes")
 
@@ -693,9 +684,9 @@ def load_diabetes() -> Tuple[np.ndarray, np.ndarray]:
 def load_breast_cancer() -> Tuple[np.ndarray, np.ndarray]:
     """scikit-learn's Wisconsin breast-cancer binary classification set.
 
-    Returns:
-        ``(X, y)``: float64 arrays of shapes ``[569, 30]`` and ``[569, 1]``,
+    :return: ``(X, y)``: float64 arrays of shapes ``[569, 30]`` and ``[569, 1]``,
         with labels ``y`` in ``{0., 1.}``.
+    :raises ImportError: scikit-learn is not installed (``pip install 'gpnat[experiments]'``).
     """
     return _sklearn_xy("load_breast_cancer")
 
@@ -706,10 +697,10 @@ def load_wine() -> Tuple[np.ndarray, np.ndarray]:
     Not to be confused with the UCI wine-quality regression set (``"wine"`` in
     :data:`UCI_DATASETS`).
 
-    Returns:
-        ``(X, y)``: float64 arrays of shapes ``[178, 13]`` and ``[178, 1]``,
+    :return: ``(X, y)``: float64 arrays of shapes ``[178, 13]`` and ``[178, 1]``,
         with integer class labels ``y`` in ``{0., 1., 2.}`` (gpflow MultiClass
         convention).
+    :raises ImportError: scikit-learn is not installed (``pip install 'gpnat[experiments]'``).
     """
     return _sklearn_xy("load_wine")
 
@@ -717,10 +708,10 @@ def load_wine() -> Tuple[np.ndarray, np.ndarray]:
 def load_digits() -> Tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 8x8 handwritten digits (10 classes).
 
-    Returns:
-        ``(X, y)``: float64 arrays of shapes ``[1797, 64]`` (raw pixel values in
+    :return: ``(X, y)``: float64 arrays of shapes ``[1797, 64]`` (raw pixel values in
         ``0 .. 16``) and ``[1797, 1]`` with class labels ``y`` in
         ``{0., ..., 9.}`` (gpflow MultiClass convention).
+    :raises ImportError: scikit-learn is not installed (``pip install 'gpnat[experiments]'``).
     """
     return _sklearn_xy("load_digits")
 
@@ -738,14 +729,13 @@ _MNIST_FALLBACK_SOURCE = "sklearn-digits-8x8-fallback"
 class MNISTData:
     """A train/test image classification set returned by :func:`load_mnist`.
 
-    Attributes:
-        X_train: ``[N_train, D]`` pixel intensities in ``[0, 1]``.
-        y_train: ``[N_train, 1]`` class labels ``0. .. 9.``.
-        X_test: ``[N_test, D]``.
-        y_test: ``[N_test, 1]``.
-        source: ``"mnist"`` (D = 784, 60000/10000 points) or
-            ``"sklearn-digits-8x8-fallback"`` (D = 64, 1540/257 points).
-        num_classes: number of classes (10).
+    :ivar X_train: ``[N_train, D]`` pixel intensities in ``[0, 1]``.
+    :ivar y_train: ``[N_train, 1]`` class labels ``0. .. 9.``.
+    :ivar X_test: ``[N_test, D]``.
+    :ivar y_test: ``[N_test, 1]``.
+    :ivar source: ``"mnist"`` (D = 784, 60000/10000 points) or
+        ``"sklearn-digits-8x8-fallback"`` (D = 64, 1540/257 points).
+    :ivar num_classes: number of classes (10).
     """
 
     X_train: np.ndarray
@@ -819,18 +809,18 @@ def load_mnist(cache_dir: Optional[PathLike] = None, dtype=np.float64) -> MNISTD
     with :func:`train_test_split` (``test_fraction=1/7`` like MNIST's
     10000/70000, ``seed=0``) and its pixels are divided by 16.
 
-    Args:
-        cache_dir: optional directory for ``mnist.npz``; an existing file there
-            is used without TensorFlow.  Default: Keras' cache
-            (``~/.keras/datasets``).
-        dtype: dtype of the pixel arrays (float64 by default; float32 halves the
-            ~440 MB of full MNIST).
+    :param cache_dir: optional directory for ``mnist.npz``; an existing file there
+        is used without TensorFlow.  Default: Keras' cache
+        (``~/.keras/datasets``).
+    :param dtype: dtype of the pixel arrays (float64 by default; float32 halves the
+        ~440 MB of full MNIST).
 
-    Returns:
-        :class:`MNISTData` with ``X_train`` ``[60000, 784]``, ``y_train``
+    :return: :class:`MNISTData` with ``X_train`` ``[60000, 784]``, ``y_train``
         ``[60000, 1]``, ``X_test`` ``[10000, 784]``, ``y_test`` ``[10000, 1]``
         (labels ``0. .. 9.`` as float64), or for the fallback ``X_train``
         ``[1540, 64]`` and ``X_test`` ``[257, 64]``.
+    :raises ImportError: MNIST could not be loaded and scikit-learn, needed for the
+        fallback, is not installed (``pip install 'gpnat[experiments]'``).
     """
     try:
         (x_tr, y_tr), (x_te, y_te) = _fetch_mnist(cache_dir)
@@ -845,7 +835,7 @@ def load_mnist(cache_dir: Optional[PathLike] = None, dtype=np.float64) -> MNISTD
         reason = f"{type(err).__name__}: {err}"
 
     warnings.warn(
-        "gpnat.datasets.load_mnist: could not load MNIST "
+        "gpnat.experiments.datasets.load_mnist: could not load MNIST "
         f"({reason}); falling back to scikit-learn's bundled 8x8 digits "
         f"(source={_MNIST_FALLBACK_SOURCE!r}, 64 input dimensions, 1797 images).",
         DatasetFallbackWarning,
@@ -892,12 +882,9 @@ def banana(n: int = 400, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
     The classes are not linearly separable and overlap slightly, which makes the
     set a good 2-d test for GP classifiers with inducing points.
 
-    Args:
-        n: number of points N (>= 2).
-        seed: seed of the generator; equal seeds give identical data.
-
-    Returns:
-        ``(X, y)``: float64 arrays of shapes ``[N, 2]`` and ``[N, 1]`` with
+    :param n: number of points N (>= 2).
+    :param seed: seed of the generator; equal seeds give identical data.
+    :return: ``(X, y)``: float64 arrays of shapes ``[N, 2]`` and ``[N, 1]`` with
         labels in ``{0., 1.}``.
     """
     n = _check_n(n, minimum=2)
@@ -928,14 +915,11 @@ def toy_regression(
     ``X ~ U(-3, 3)^D`` and ``y = sum_d sin(1.5 x_d) / sqrt(D) + noise_std * e``
     with ``e ~ N(0, 1)``, drawn with ``numpy.random.default_rng(seed)``.
 
-    Args:
-        n: number of points N.
-        d: number of input dimensions D.
-        seed: seed; equal seeds give identical data.
-        noise_std: standard deviation of the Gaussian observation noise.
-
-    Returns:
-        ``(X, y)``: float64 arrays of shapes ``[N, D]`` and ``[N, 1]``.
+    :param n: number of points N.
+    :param d: number of input dimensions D.
+    :param seed: seed; equal seeds give identical data.
+    :param noise_std: standard deviation of the Gaussian observation noise.
+    :return: ``(X, y)``: float64 arrays of shapes ``[N, D]`` and ``[N, 1]``.
     """
     n = _check_n(n)
     d = _check_n(d)
@@ -953,12 +937,9 @@ def toy_classification(n: int = 100, seed: int = 0) -> Tuple[np.ndarray, np.ndar
     ``e ~ N(0, 1)``, drawn with ``numpy.random.default_rng(seed)`` (a curved,
     slightly noisy decision boundary).
 
-    Args:
-        n: number of points N.
-        seed: seed; equal seeds give identical data.
-
-    Returns:
-        ``(X, y)``: float64 arrays of shapes ``[N, 2]`` and ``[N, 1]`` with
+    :param n: number of points N.
+    :param seed: seed; equal seeds give identical data.
+    :return: ``(X, y)``: float64 arrays of shapes ``[N, 2]`` and ``[N, 1]`` with
         labels in ``{0., 1.}``.
     """
     n = _check_n(n)
