@@ -105,7 +105,7 @@ def mirrored(out):
         f.write("\n".join(errors) + f"\nunchanged={unchanged}\n")
 
 
-def worker(out, modes, checkpoint_dir, crash_at, iterations):
+def worker(out, modes, checkpoint_dir, crash_at, iterations, only_modes=False):
     import gpflow
 
     import gpnat
@@ -123,7 +123,7 @@ def worker(out, modes, checkpoint_dir, crash_at, iterations):
                     os._exit(3)  # killed mid-run: no clean-up, no checkpoint
             kwargs["callbacks"] = [crash]
         results[f"worker/{mode}"] = run(gpnat, gpflow, mode, strategy, iterations=iterations, **kwargs)
-    if not checkpoint_dir:
+    if not checkpoint_dir and not only_modes:
         results["worker/dataset"] = run(gpnat, gpflow, "fused", strategy, dataset=True)
     save(out, results)
 
@@ -136,9 +136,10 @@ if __name__ == "__main__":
     parser.add_argument("--checkpoint-dir", default=None)
     parser.add_argument("--crash-at", type=int, default=0)
     parser.add_argument("--iterations", type=int, default=ITERATIONS)
+    parser.add_argument("--auto", action="store_true", help="no dataset run (only the modes asked for)")
     args = parser.parse_args()
     if args.role == "mirrored":
         mirrored(args.out)
     else:
-        worker(args.out, args.modes.split(","), args.checkpoint_dir, args.crash_at, args.iterations)
+        worker(args.out, args.modes.split(","), args.checkpoint_dir, args.crash_at, args.iterations, args.auto)
     sys.exit(0)

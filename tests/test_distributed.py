@@ -81,12 +81,16 @@ def _start_workers(tmp, ports, extra_args=(), tag="run"):
 
 
 def _wait(procs, timeout=600):
+    """Exit codes of the workers; any still running after ``timeout`` seconds are killed (and it fails)."""
     deadline = time.time() + timeout
-    codes = []
-    for proc, _, log in procs:
-        codes.append(proc.wait(timeout=max(1, deadline - time.time())))
-        log.close()
-    return codes
+    try:
+        return [proc.wait(timeout=max(1, deadline - time.time())) for proc, _, _ in procs]
+    finally:
+        for proc, _, log in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            log.close()
 
 
 @pytest.mark.parametrize("mode", MODES + ["dataset"])
@@ -113,6 +117,17 @@ def test_multi_worker_strategy_with_two_processes_equals_one_device(mirrored_res
         workers = _load(out)
         for mode in MODES + ["dataset"]:
             _assert_same(workers[f"worker/{mode}"], results[f"single/{mode}"])
+
+
+def test_workers_agree_on_the_size_of_every_compiled_call(tmp_path):
+    """steps_per_call="auto" sizes calls from each process's clock; the workers must still run the same
+    calls (else their all-reduces never pair up and both wait forever)."""
+    procs = _start_workers(tmp_path, _free_ports(2), ["--modes", "fused", "--iterations", "400", "--auto"])
+    assert _wait(procs, timeout=300) == [0, 0]
+    first, second = (_load(out)["worker/fused"] for _, out, _ in procs)
+    for name in first:
+        np.testing.assert_array_equal(first[name], second[name])
+    assert len(first["elbo"]) == 400
 
 
 def test_a_killed_worker_restarted_resumes_from_the_checkpoint(mirrored_results, tmp_path):

@@ -29,6 +29,7 @@ __all__ = [
     "check_strategy",
     "loss_and_gradients",
     "distributed_batches",
+    "call_size_agreement",
     "worker_checkpoint_dir",
 ]
 
@@ -149,6 +150,29 @@ def distributed_batches(strategy: tf.distribute.Strategy, batches: tf.data.Datas
         return shards.shard(context.num_input_pipelines, context.input_pipeline_id)
 
     return iter(strategy.distribute_datasets_from_function(dataset_fn))
+
+
+def call_size_agreement(strategy: Optional[tf.distribute.Strategy]):
+    """``size -> size`` that every worker agrees on: the first replica's choice, broadcast.
+
+    ``steps_per_call="auto"`` sizes each compiled call from this process's
+    clock, and two workers' clocks differ; calls of different sizes would leave
+    their collective operations unpaired (a hang). Under
+    ``MultiWorkerMirroredStrategy`` the chief's size is summed into every
+    worker (the others contribute 0) between calls; elsewhere nothing changes.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return lambda size: size
+
+    def first_replica(size):
+        context = tf.distribute.get_replica_context()
+        return tf.where(tf.equal(context.replica_id_in_sync_group, 0), size, tf.zeros_like(size))
+
+    @tf.function
+    def broadcast(size):
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(first_replica, args=(size,)), axis=None)
+
+    return lambda size: int(broadcast(tf.constant(size, tf.int64)).numpy())
 
 
 def worker_checkpoint_dir(strategy: Optional[tf.distribute.Strategy], directory: Path) -> Path:

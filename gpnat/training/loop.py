@@ -27,7 +27,7 @@ from ..schedules import LogLinear
 from ..variational import variational_distributions
 from .batches import ArrayBatches, check_arrays, dataset_batches
 from .checkpoints import latest_checkpoint, remove_unfinished_saves, write_checkpoint
-from .distributed import check_strategy, distributed_batches, worker_checkpoint_dir
+from .distributed import call_size_agreement, check_strategy, distributed_batches, worker_checkpoint_dir
 from .history import History
 from .steps import STEPS, Parts, result_dtypes
 
@@ -204,6 +204,7 @@ def train(
         checkpoint_dir = worker_checkpoint_dir(strategy, checkpoint_dir)  # where this process writes
 
     # the loop: one compiled call per chunk of iterations; the host acts between calls
+    agree = call_size_agreement(strategy)  # workers must run calls of the same sizes
     done = int(counter.numpy())
     bar = _progress_bar(iterations, done, mode) if progress else None
     clock = _TrainingClock(history.time[-1] if history.time else 0.0)
@@ -232,7 +233,7 @@ def train(
                     callback(done, history)
                 if checkpoint is not None and (done % checkpoint_every == 0 or done == iterations):
                     write_checkpoint(checkpoint, checkpoint_dir, done, history)
-            size = _next_size(steps_per_call, k, end - start, first=first)
+            size = agree(_next_size(steps_per_call, k, end - start, first=first))
             first = False
     finally:
         if bar is not None:
