@@ -59,7 +59,6 @@ import datetime
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -73,7 +72,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402  (TensorFlow is imported in the child processes only, after their set-up)
+import numpy as np  # noqa: E402  (the children import TensorFlow themselves, after their device set-up)
+from machine import cpu_model, fmt, git_state  # noqa: E402
 
 D = 8
 RESULT = "RESULT "  # a child's last line: RESULT {json}
@@ -275,21 +275,11 @@ def run_replicas(R: int, args, log) -> dict:
     return result
 
 
-def free_ports(n: int):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def run_workers(n: int, args, log) -> dict:
-    addresses = [f"127.0.0.1:{p}" for p in free_ports(n)]
+    from gpnat.training.distributed import local_cluster  # (imports TensorFlow; this process runs no op)
+
     procs = []
-    for i in range(n):
-        config = json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": i}})
+    for config in local_cluster(n):
         out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
         procs.append((subprocess.Popen([sys.executable, __file__, "--child-worker", *common_args(args)],
                                        stdout=out, stderr=err, text=True, env=child_env(TF_CONFIG=config)),
@@ -325,29 +315,10 @@ def run_workers(n: int, args, log) -> dict:
 
 
 # ---------------------------------------------------------------------------- report
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
-def git_state():
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "gpnat"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return f"git {head or 'unknown'}" + (", gpnat/ has uncommitted changes" if dirty else ", gpnat/ clean")
-    except Exception as e:  # no git
-        return f"unknown ({type(e).__name__})"
 
 
-def fmt(x, spec=".3g"):
-    return "–" if x is None else format(x, spec)
 
 
 def loads(values) -> str:

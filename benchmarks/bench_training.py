@@ -66,6 +66,7 @@ import gpflow  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from gpflow.keras import tf_keras  # noqa: E402
+from machine import cpu_model, fmt, git_state  # noqa: E402
 
 import gpnat  # noqa: E402
 
@@ -312,14 +313,6 @@ def memory_scaling(sizes, iterations, log):
 
 
 # ---------------------------------------------------------------------------- report
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def accelerator():
@@ -330,19 +323,8 @@ def accelerator():
     return f"{details.get('device_name', 'GPU')} ({len(gpus)} visible)"
 
 
-def git_state():
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "gpnat"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return f"git {head or 'unknown'}" + (", gpnat/ has uncommitted changes" if dirty else ", gpnat/ clean")
-    except Exception as e:  # no git
-        return f"unknown ({type(e).__name__})"
 
 
-def fmt(x, spec=".3g"):
-    return "–" if x is None else format(x, spec)
 
 
 def render(cells, scaling, meta):

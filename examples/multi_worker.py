@@ -5,7 +5,7 @@ On one machine, start N workers (each a process of this script) and wait for the
     python examples/multi_worker.py --workers 2
 
 Each worker is told who it is by ``TF_CONFIG``; this launcher writes one per
-worker with ports on 127.0.0.1. On a cluster, start one process per host
+worker with ports on 127.0.0.1 (``gpnat.training.distributed.local_cluster``). On a cluster, start one process per host
 yourself, with the same ``cluster`` list on every host and its own ``task``::
 
     TF_CONFIG='{"cluster": {"worker": ["host0:12345", "host1:12345"]},
@@ -19,9 +19,7 @@ natural step and Adam then update every worker's copy identically. The chief
 see); after a crash, restart every worker and training resumes from the last one.
 """
 import argparse
-import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -29,19 +27,14 @@ import time
 
 def launch(workers: int, argv) -> int:
     """Start ``workers`` copies of this script on 127.0.0.1, each with its TF_CONFIG; wait for all."""
-    sockets = [socket.socket() for _ in range(workers)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    addresses = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
-    for s in sockets:
-        s.close()
-    procs = []
-    for index in range(workers):
-        config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
-        env = dict(os.environ, TF_CONFIG=json.dumps(config), TF_CPP_MIN_LOG_LEVEL="2")
-        procs.append(subprocess.Popen([sys.executable, __file__, *argv], env=env))
-    codes = [p.wait() for p in procs]
-    return max(codes)
+    from gpnat.training.distributed import local_cluster
+
+    procs = [
+        subprocess.Popen([sys.executable, __file__, *argv],
+                         env=dict(os.environ, TF_CONFIG=config, TF_CPP_MIN_LOG_LEVEL="2"))
+        for config in local_cluster(workers)
+    ]
+    return max(p.wait() for p in procs)
 
 
 def work(args) -> None:

@@ -8,7 +8,6 @@ are set up before TensorFlow starts), so the runs happen in
 """
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpnat.training.distributed import multi_worker_strategy
+from gpnat.training.distributed import local_cluster, multi_worker_strategy
 
 SCRIPT = Path(__file__).with_name("distributed_script.py")
 MODES = ["fused", "alternating", "adam", "natgrad", "recovery"]
@@ -30,16 +29,6 @@ def _env(**extra):
     env.pop("TF_CONFIG", None)
     env.update(extra)
     return env
-
-
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def _load(path):
@@ -68,11 +57,9 @@ def mirrored_results(tmp_path_factory):
     return _load(out), Path(out + ".errors").read_text()
 
 
-def _start_workers(tmp, ports, extra_args=(), tag="run"):
-    workers = [f"127.0.0.1:{p}" for p in ports]
+def _start_workers(tmp, workers, extra_args=(), tag="run"):
     procs = []
-    for i in range(len(ports)):
-        config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})
+    for i, config in enumerate(local_cluster(workers)):
         out = str(tmp / f"{tag}-worker{i}.npz")
         log = open(tmp / f"{tag}-worker{i}.log", "w")
         procs.append((subprocess.Popen([sys.executable, str(SCRIPT), "--role", "worker", "--out", out, *extra_args],
@@ -110,7 +97,7 @@ def test_model_outside_the_scope_and_a_batch_that_does_not_divide_are_refused(mi
 
 def test_multi_worker_strategy_with_two_processes_equals_one_device(mirrored_results, tmp_path):
     results, _ = mirrored_results
-    procs = _start_workers(tmp_path, _free_ports(2))
+    procs = _start_workers(tmp_path, 2)
     codes = _wait(procs)
     assert codes == [0, 0], [Path(p[1]).with_suffix(".log").read_text()[-2000:] for p in procs]
     for _, out, _ in procs:
@@ -122,7 +109,7 @@ def test_multi_worker_strategy_with_two_processes_equals_one_device(mirrored_res
 def test_workers_agree_on_the_size_of_every_compiled_call(tmp_path):
     """steps_per_call="auto" sizes calls from each process's clock; the workers must still run the same
     calls (else their all-reduces never pair up and both wait forever)."""
-    procs = _start_workers(tmp_path, _free_ports(2), ["--modes", "fused", "--iterations", "400", "--auto"])
+    procs = _start_workers(tmp_path, 2, ["--modes", "fused", "--iterations", "400", "--auto"])
     assert _wait(procs, timeout=300) == [0, 0]
     first, second = (_load(out)["worker/fused"] for _, out, _ in procs)
     for name in first:
@@ -135,14 +122,14 @@ def test_a_killed_worker_restarted_resumes_from_the_checkpoint(mirrored_results,
     checkpoints = tmp_path / "checkpoints"
     args = ["--modes", "fused", "--checkpoint-dir", str(checkpoints)]
     # worker 1 dies at iteration 13 (last checkpoint: 10); its peer then waits on it and is stopped too
-    first = _start_workers(tmp_path, _free_ports(2), [*args, "--crash-at", "13"], tag="crash")
+    first = _start_workers(tmp_path, 2, [*args, "--crash-at", "13"], tag="crash")
     assert first[1][0].wait(timeout=600) == 3
     first[0][0].kill()
     first[0][0].wait()
     for _, _, log in first:
         log.close()
     assert (checkpoints / "latest").read_text().strip() == "ckpt-000000010"
-    second = _start_workers(tmp_path, _free_ports(2), args, tag="restart")
+    second = _start_workers(tmp_path, 2, args, tag="restart")
     assert _wait(second) == [0, 0]
     for _, out, _ in second:
         _assert_same(_load(out)["worker/fused"], results["single/fused"])

@@ -19,13 +19,15 @@ replicas' shards of it.
 """
 import json
 import os
+import socket
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import tensorflow as tf
 
 __all__ = [
     "multi_worker_strategy",
+    "local_cluster",
     "check_strategy",
     "loss_and_gradients",
     "distributed_batches",
@@ -70,6 +72,23 @@ def multi_worker_strategy(tf_config: Optional[str] = None) -> tf.distribute.Stra
     if tf_config is not None:
         os.environ["TF_CONFIG"] = tf_config
     return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def local_cluster(workers: int) -> List[str]:
+    """``TF_CONFIG`` texts for ``workers`` processes on this machine, one per worker, on free 127.0.0.1 ports.
+
+    Set ``TF_CONFIG`` of worker i's process to the i-th text (as
+    ``examples/multi_worker.py --workers N`` does). On a cluster, write the same
+    ``cluster`` list with the hosts' addresses instead.
+    """
+    sockets = [socket.socket() for _ in range(workers)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    addresses = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
+    for s in sockets:
+        s.close()
+    return [json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": i}})
+            for i in range(workers)]
 
 
 def check_strategy(strategy: tf.distribute.Strategy, variables, rows: Optional[int], num_data) -> None:
