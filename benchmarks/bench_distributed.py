@@ -36,12 +36,12 @@ Both models see the same calls and the same global batches, so at the end
 their variables must agree (the report gives the largest relative difference:
 a check that the timed code did the same work).
 
-The workers time differently, because ``steps_per_call="auto"`` sizes each
-compiled call from that process's own clock: two workers can choose different
-call sizes (one 22 iterations, the other 21), and then their collectives no
-longer pair up and both wait forever. So a worker's block is one ``train``
-call of 2k iterations with ``steps_per_call=k``: the first call (k iterations
-and tracing) is not timed, the second is, (``History.time[-1]`` −
+The workers time differently: a worker's block is one ``train`` call of 2k
+iterations with ``steps_per_call=k``, so that the timed call has exactly k
+iterations on every worker (with ``"auto"`` the workers run the chief's call
+sizes, ``gpnat.training.distributed.call_size_agreement``; this benchmark found
+the hang that agreement prevents). The first call (k iterations and tracing)
+is not timed, the second is, (``History.time[-1]`` −
 ``History.time[k-1]``) / k; tracing is reported as the first call's time less
 k iterations. The workers agree on k by an all-reduce (mean) of their warm-up
 estimates.
@@ -112,8 +112,8 @@ class Runner:
 
         Default: 1 + k iterations with ``steps_per_call="auto"`` (the first call
         runs one iteration and traces). ``fixed_calls``: 2k iterations in two
-        calls of k (``steps_per_call=k``), the second one timed; the workers need
-        it (see the module docstring).
+        calls of k (``steps_per_call=k``), the second one timed: the workers' timed
+        calls are then the same k iterations (see the module docstring).
         """
         if fixed_calls:
             h = self.gpnat.train(self.model, self.data, iterations=2 * k, batch_size=self.batch, progress=False,
@@ -395,9 +395,8 @@ def render(replica_runs, workers, meta, cores: int) -> str:
               "interface; every process has its own TensorFlow thread pools, all on the same cores. "
               "Relative to one device: the R = 1 process's single-device median at the same M (another "
               "process, measured earlier), single / workers time per iteration. A worker's block is two calls "
-              "of k iterations (`steps_per_call=k`), the second timed: with `steps_per_call=\"auto\"` each "
-              "worker sizes its calls from its own clock, two workers can choose different sizes (seen on this "
-              "machine: 22 iterations against 21), and their collectives then wait on each other forever.", "",
+              "of k iterations (`steps_per_call=k`), the second timed, so that every worker times the same k "
+              "iterations.", "",
               "| workers | M | batch | timed iterations per block | worker 0 (ms) | worker 1 (ms) | it/s (worker 0) "
               "| relative to one device | tracing (s) |", "|" + "---|" * 9]
         single = {cell["M"]: cell["configs"]["single"]["median_ms"]
