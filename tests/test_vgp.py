@@ -109,8 +109,6 @@ def test_bad_data_raises_a_clear_value_error(what, message, rng):
         gpnat.VGP(_bad(X, Y, what), make_kernel(), gpflow.likelihoods.Gaussian())
 
 
-@pytest.mark.skipif(not hasattr(gpnat.parametrisations, "DIAGONAL_PARAMETRISATIONS"),
-                    reason="no diagonal parametrisations in this version")
 def test_diagonal_parametrisation_is_refused(rng):
     X, Y = regression_data(rng, N=10)
     with pytest.raises(ValueError, match="full-covariance"):

@@ -99,7 +99,7 @@ class VGP(GPModel, InternalDataTrainingLossMixin):
         if isinstance(kernel, gpflow.kernels.MultioutputKernel):
             raise ValueError("VGP takes a single-output kernel (as gpflow's VGP); use gpnat.SVGP")
         parametrisation = get_parametrisation(parametrisation)
-        if getattr(parametrisation, "diagonal", False):
+        if parametrisation.diagonal:
             raise ValueError(
                 f"VGP's q is a full-covariance Gaussian (as in gpflow), not the diagonal {parametrisation!r}"
             )
