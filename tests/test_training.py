@@ -523,8 +523,8 @@ def test_callbacks_see_each_call_and_checkpoints_end_calls(rng, tmp_path):
     history = gpnat.train(model, data, iterations=23, progress=False, steps_per_call=5,
                           checkpoint_dir=tmp_path / "ck", checkpoint_every=10,
                           callbacks=[lambda it, h: seen.append((it, len(h)))])
-    # the first call runs one iteration; calls end at each checkpoint (10, 20) and at the end
-    assert seen == [(1, 1), (6, 6), (10, 10), (15, 15), (20, 20), (23, 23)]
+    # the first call runs one iteration; calls end at multiples of 5, at each checkpoint and at the end
+    assert seen == [(1, 1), (5, 5), (10, 10), (15, 15), (20, 20), (23, 23)]
     assert history.calls == 6 and history.compile_time > 0
     assert (tmp_path / "ck" / "latest").read_text() == "ckpt-000000023"
 

@@ -3,13 +3,14 @@
 Examples::
 
     gpnat reproduce --quick --out results-quick          # all three, reduced (minutes)
+    gpnat reproduce --standard --out results-standard    # all nine UCI sets, 3 splits (about an hour)
     gpnat reproduce --out results-full                   # the full run (hours); rerun to resume
     gpnat reproduce --only ill --out results-full        # one experiment
     python -m gpnat.experiments.cli reproduce --quick --out DIR
 
 Finished cells are saved under ``DIR/cells`` as they finish and are not
 recomputed by a rerun into the same ``DIR``. ``$GPNAT_REPRODUCE_SCALE``
-(``full``, ``quick``, ``tiny``) overrides the scale (``tiny`` is for tests).
+(``full``, ``standard``, ``quick``, ``tiny``) overrides the scale (``tiny`` is for tests).
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def reproduce(out_dir, scale: str = "quick", only: Optional[List[str]] = None, d
     from .conjugate import run_conjugate
     from .ill_conditioning import run_ill_conditioning
     from .nonconjugate import run_nonconjugate
-    from .report import write_report
+    from .report import machine_description, write_report
 
     quiet_tensorflow()
     gpflow.config.set_default_float(np.float64)
@@ -59,6 +60,7 @@ def reproduce(out_dir, scale: str = "quick", only: Optional[List[str]] = None, d
     selected = list(only) if only else list(EXPERIMENTS)
     settings = _settings(scale)
     runners = {"conjugate": run_conjugate, "ill": run_ill_conditioning, "nonconjugate": run_nonconjugate}
+    load_start = _load()
     t0 = time.perf_counter()
     sections = {}
     timings = {}
@@ -68,7 +70,12 @@ def reproduce(out_dir, scale: str = "quick", only: Optional[List[str]] = None, d
         sections[name] = runners[name](settings[name], out, data_dir=data_dir, log=log)
         timings[name] = time.perf_counter() - t
     elapsed = time.perf_counter() - t0
-    notes = [f"Cells computed in this invocation: {COUNTERS['computed']}; read back from {out / 'cells'}: "
+    commit = _git_commit()
+    load_end = _load()
+    notes = [f"Code: gpnat at git commit `{commit}`. Machine load (1-minute load average / logical cores) at the "
+             f"start and end of this invocation: {load_start['load_1min']:.2f} / {load_start['cores']}, "
+             f"{load_end['load_1min']:.2f} / {load_end['cores']}.",
+             f"Cells computed in this invocation: {COUNTERS['computed']}; read back from `cells/`: "
              f"{COUNTERS['loaded']}. Seconds per experiment in this invocation: "
              + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + "."]
     mnist = [c for c in sections.get("nonconjugate", []) if c.get("dataset") == "mnist"]
@@ -91,11 +98,38 @@ def reproduce(out_dir, scale: str = "quick", only: Optional[List[str]] = None, d
             f"{e.get('cells_computed')} cells computed" for e in earlier) + ".")
     path = write_report(out, sections, {k: asdict(settings[k]) for k in selected}, scale, elapsed, notes)
     info_path.write_text(json.dumps(
-        {"scale": scale, "experiments": selected, "elapsed_s": elapsed, "timings_s": timings,
+        {"scale": scale, "experiments": selected, "git_commit": commit, "machine": machine_description(),
+         "load_start": load_start, "load_end": load_end, "elapsed_s": elapsed, "timings_s": timings,
          "cells_computed": COUNTERS["computed"], "cells_loaded": COUNTERS["loaded"],
          "earlier_invocations": earlier}, indent=1))
     log(f"wrote {path} ({elapsed:.0f} s)")
     return path
+
+
+def _git_commit() -> str:
+    """The commit of the gpnat source tree that runs (``+dirty`` with uncommitted changes), or ``unknown``."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "gpnat"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def _load() -> dict:
+    """1-, 5- and 15-minute load averages and the number of logical cores."""
+    import os
+
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        one = five = fifteen = float("nan")
+    return {"load_1min": one, "load_5min": five, "load_15min": fifteen, "cores": os.cpu_count()}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -104,6 +138,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     rep = sub.add_parser("reproduce", help="run the experiments of Salimbeni, Eleftheriadis & Hensman (2018)")
     rep.add_argument("--out", required=True, help="output directory (cells, CSV, Markdown, PNG); rerun to resume")
     rep.add_argument("--quick", action="store_true", help="reduced version of every experiment (minutes)")
+    rep.add_argument("--standard", action="store_true",
+                     help="all nine UCI sets, M=100, 3 splits; non-conjugate sets and ill-conditioning with 3 splits "
+                          "(about an hour on 2 cores)")
     rep.add_argument("--only", choices=EXPERIMENTS, action="append",
                      help="run only this experiment (may be repeated)")
     rep.add_argument("--data-dir", default=None,
@@ -113,7 +150,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from .common import scale_from_env
 
-    default = "tiny" if args.tiny else ("quick" if args.quick else "full")
+    default = "tiny" if args.tiny else ("quick" if args.quick else ("standard" if args.standard else "full"))
     scale = scale_from_env(default)
     reproduce(args.out, scale=scale, only=args.only, data_dir=args.data_dir,
               log=lambda msg: print(msg, flush=True))

@@ -50,12 +50,20 @@ class ConjugateSettings:
     loglinear_steps: Dict[str, int] = field(default_factory=lambda: {"naval": 40})
     #: full-batch methods run only when N_train is at most this
     full_batch_max_n: int = 12000
+    #: minibatch methods run only when N_train is above this (and above ``batch_size``)
+    minibatch_min_n: int = 0
     noise_variance: float = 0.1
 
     @classmethod
     def quick(cls) -> "ConjugateSettings":
         return cls(datasets=("boston", "energy", "concrete"), splits=(0, 1), num_inducing=50, iterations=500,
                    eval_every=25)
+
+    @classmethod
+    def standard(cls) -> "ConjugateSettings":
+        """All nine sets, M=100, 3 splits: full batch on the five small sets, minibatch 256 on the four large."""
+        return cls(splits=(0, 1, 2), iterations=5000, eval_every=250, full_batch_max_n=2000,
+                   minibatch_min_n=2000)
 
     @classmethod
     def tiny(cls) -> "ConjugateSettings":
@@ -70,7 +78,7 @@ def conjugate_methods(settings: ConjugateSettings, dataset: str, n_train: int) -
             Method("adam_full", "adam", adam_lr=settings.adam_lr),
             Method("natgrad_full", "natgrad", "natural", ("constant", 1.0), adam_lr=settings.adam_lr),
         ]
-    if settings.batch_size < n_train:
+    if settings.batch_size < n_train and n_train > settings.minibatch_min_n:
         B = settings.batch_size
         methods += [
             Method("adam_minibatch", "adam", adam_lr=settings.adam_lr, batch_size=B),

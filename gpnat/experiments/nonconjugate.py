@@ -64,6 +64,17 @@ class NonConjugateSettings:
         )
 
     @classmethod
+    def standard(cls) -> "NonConjugateSettings":
+        """Six sets, 3 splits, M=50, 500 iterations; scikit-learn's 8x8 digits (minibatch 256) stand in for MNIST.
+
+        The digits are bundled with scikit-learn, so this scale gives the same
+        cells with or without a network (MNIST needs a download).
+        """
+        return cls(datasets=("banana", "breast_cancer", "wine_classes", "digits", "studentt_synthetic",
+                             "poisson_synthetic"),
+                   num_inducing=50, iterations=500, eval_every=50, batch_sizes={"digits": 256})
+
+    @classmethod
     def tiny(cls) -> "NonConjugateSettings":
         return cls(
             datasets=("banana", "wine_classes"), splits=(0,), num_inducing=8, iterations=20, eval_every=10,

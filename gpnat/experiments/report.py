@@ -11,8 +11,9 @@ Derived quantities: "iterations to reach Adam-only's final ELBO" is the first
 iteration at which a natural-gradient run's full-data ELBO is at least the
 final full-data ELBO of the Adam-only run on the same data set, split and
 batch mode (per iteration for full-batch runs, at the evaluation checkpoints
-for minibatch runs); the matching seconds are those iterations times the run's
-median seconds per iteration (one-off tracing excluded).
+for minibatch runs); the matching seconds are read from that run's own clock
+(``History.time`` at the end of that iteration, one-off tracing excluded), the
+clock that also gives every run's total training seconds.
 """
 from __future__ import annotations
 
@@ -52,8 +53,8 @@ NONCONJUGATE_COLUMNS = [
 ]
 NONCONJUGATE_SUMMARY_COLUMNS = [
     "dataset", "method", "runs", "final_elbo_mean", "test_loglik_mean", "test_metric_mean",
-    "iterations_to_adam_final_median", "reached_adam_final", "diverged", "runs_with_rejections",
-    "total_rejections", "seconds_per_iteration",
+    "iterations_to_adam_final_median", "seconds_to_adam_final_median", "train_seconds", "reached_adam_final",
+    "diverged", "runs_with_rejections", "total_rejections", "seconds_per_iteration",
 ]
 
 
@@ -144,10 +145,18 @@ def _reach(cell: dict, target: Optional[float]) -> Optional[int]:
 
 
 def _seconds(cell: dict, iterations: Optional[int]) -> Optional[float]:
-    spi = cell.get("seconds_per_iteration")
-    if iterations is None or spi is None:
+    """Training seconds (tracing excluded) at the end of ``iterations`` updates, on the run's own clock."""
+    if iterations is None:
         return None
-    return iterations * spi
+    for row in cell.get("trace", []):
+        if row["iteration"] == iterations:
+            return row["time"]
+    if iterations == 0:
+        return 0.0
+    its, times = cell.get("elbo_iterations"), cell.get("elbo_time")
+    if its and times:  # History.time at the end of that iteration, interpolated between stored ones
+        return float(np.interp(iterations, its, times))
+    return None
 
 
 def _plt():
@@ -246,9 +255,10 @@ def conjugate_report(cells: List[dict], out: Path) -> str:
              f"{_fmt(r['test_loglik_mean'])} ± {_fmt(r['test_loglik_std'], 2)}",
              f"{_fmt(r['test_rmse_mean'])} ± {_fmt(r['test_rmse_std'], 2)}",
              r["seconds_per_iteration"] * 1e3 if r["seconds_per_iteration"] is not None else None,
-             r["iterations_to_adam_final"], r["seconds_to_adam_final"]) for r in summary]
+             r["train_seconds"], r["iterations_to_adam_final"], r["seconds_to_adam_final"]) for r in summary]
     text = _md_table(["data set", "method", "splits", "final ELBO", "test log-lik", "test RMSE",
-                      "ms / iteration", "iterations to Adam's final ELBO", "seconds to Adam's final ELBO"], rows)
+                      "ms / iteration", "training seconds", "iterations to Adam's final ELBO",
+                      "seconds to Adam's final ELBO"], rows)
     text += "\n\n" + "\n".join(f"![{f}]({f})" for f in figures) + "\n"
     return text
 
@@ -392,6 +402,10 @@ def nonconjugate_report(cells: List[dict], out: Path) -> str:
             test_loglik_mean=_mean(r["test_loglik"] for r in ok) if ok else None,
             test_metric_mean=_mean(_test_metric(r) for r in ok) if ok else None,
             iterations_to_adam_final_median=float(np.median(its)) if its else None,
+            seconds_to_adam_final_median=(float(np.median([r["seconds_to_adam_final"] for r in rs
+                                                           if r["seconds_to_adam_final"] is not None]))
+                                          if its else None),
+            train_seconds=_mean(r["train_s"] for r in rs),
             reached_adam_final=(f"{len(its)}/{len(rs)}" if rs[0]["kind"] == "natgrad" else "ref."),
             diverged=f"{sum(bool(r['diverged']) for r in rs)}/{len(rs)}",
             runs_with_rejections=f"{sum(r['total_rejections'] > 0 for r in rs)}/{len(rs)}",
@@ -435,7 +449,8 @@ def nonconjugate_report(cells: List[dict], out: Path) -> str:
         figures.append(name)
 
         srows = [(s["method"], s["runs"], s["final_elbo_mean"], s["test_loglik_mean"], s["test_metric_mean"],
-                  s["iterations_to_adam_final_median"], s["reached_adam_final"], s["diverged"],
+                  s["iterations_to_adam_final_median"], s["seconds_to_adam_final_median"], s["train_seconds"],
+                  s["reached_adam_final"], s["diverged"],
                   s["runs_with_rejections"], s["total_rejections"],
                   None if s["seconds_per_iteration"] is None or not math.isfinite(s["seconds_per_iteration"])
                   else s["seconds_per_iteration"] * 1e3)
@@ -444,7 +459,8 @@ def nonconjugate_report(cells: List[dict], out: Path) -> str:
         text += f"\n### {dataset} ({dcells[0]['likelihood']}, N_train = {dcells[0]['n_train']}, " \
                 f"batch = {dcells[0]['batch_size'] or 'full'}, data: {src})\n\n"
         text += _md_table(["method", "runs", "final ELBO (non-diverged)", "test log-lik", metric,
-                           "iterations to Adam's final ELBO (median)", "reached", "diverged",
+                           "iterations to Adam's final ELBO (median)", "seconds to it (median)",
+                           "training seconds", "reached", "diverged",
                            "runs with rejected steps", "rejected proposals", "ms / iteration"], srows)
         text += f"\n\n![{name}]({name})\n"
     return text

@@ -127,7 +127,8 @@ def train(
         (and Adam's learning rate where Adam may be the cause) for a while, records it in the History
         (``failure``, ``scale``) and goes on. ``None`` rolls back and raises
         at the first bad iteration.
-    :param steps_per_call: iterations per compiled call. ``"auto"`` (default)
+    :param steps_per_call: iterations per compiled call. An integer k: after
+        the first call (one iteration), calls end at multiples of k. ``"auto"`` (default)
         runs the first call with one iteration (it includes tracing), then
         sizes calls to take about ``SECONDS_PER_CALL`` (0.25 s; at most 1000
         iterations), so the progress bar stays alive; it is 1 when there are
@@ -212,6 +213,8 @@ def train(
     try:
         while done < iterations:
             n = min(size, iterations - done)
+            if steps_per_call != "auto":  # calls end at multiples of steps_per_call
+                n = min(n, steps_per_call - done % steps_per_call)
             if checkpoint is not None:
                 n = min(n, checkpoint_every - done % checkpoint_every)
             start = clock.now()
