@@ -6,6 +6,7 @@ rest call the experiment functions directly on tiny problems.
 import csv
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 
 from gpnat.experiments import common, report
 from gpnat.experiments.common import COUNTERS, Method, cell_path, load_problem, run_cell, train_with_trace
-from gpnat.experiments.conjugate import ConjugateSettings
+from gpnat.experiments.conjugate import ConjugateSettings, conjugate_methods
 from gpnat.experiments.ill_conditioning import IllConditioningSettings
 from gpnat.experiments.nonconjugate import NonConjugateSettings, run_nonconjugate
 
@@ -177,15 +178,23 @@ def test_run_cell_saves_once_and_reads_back(tmp_path, monkeypatch):
     assert not list(path.parent.glob(".*.tmp"))
 
 
-def test_settings_have_quick_and_tiny_variants():
+def test_settings_have_standard_quick_and_tiny_variants():
     from gpnat.experiments.cli import _settings
 
     for cls in (ConjugateSettings, IllConditioningSettings, NonConjugateSettings):
-        full, quick, tiny = cls(), cls.quick(), cls.tiny()
-        for s in (full, quick, tiny):
+        full, standard, quick, tiny = cls(), cls.standard(), cls.quick(), cls.tiny()
+        for s in (full, standard, quick, tiny):
             json.dumps(dataclasses.asdict(s))
         budget = "iterations" if hasattr(full, "iterations") else "max_iterations"
-        assert getattr(tiny, budget) <= getattr(quick, budget) < getattr(full, budget)
+        assert getattr(tiny, budget) <= getattr(quick, budget) < getattr(standard, budget) <= getattr(full, budget)
+        assert len(standard.splits) >= 3
+    # the standard scale: all nine UCI sets, M=100, at most 5,000 iterations, minibatch 256 on the large sets
+    std = ConjugateSettings.standard()
+    assert len(std.datasets) == 9 and std.num_inducing == 100 and std.iterations <= 5000
+    assert std.batch_size == 256 and std.full_batch_max_n <= std.minibatch_min_n
+    assert {m.name for m in conjugate_methods(std, "yacht", 277)} == {"adam_full", "natgrad_full"}
+    assert {m.name for m in conjugate_methods(std, "protein", 41157)} == {"adam_minibatch", "natgrad_minibatch"}
+    assert set(_settings("standard")) == {"conjugate", "ill", "nonconjugate"}
     # the paper's settings in the full run
     full = ConjugateSettings()
     assert full.batch_size == 256 and full.adam_lr == 0.01 and full.loglinear_steps["naval"] == 40
@@ -220,3 +229,17 @@ def test_train_with_trace_excludes_evaluation_time():
     # training seconds only: far below the evaluation-including wall-clock of the cell
     assert rec["trace"][-1]["time"] < 12 * rec["seconds_per_iteration"] * 5
     assert rec["gamma_first"] == 1.0 and not rec["diverged"]
+
+
+def test_published_comparison_converts_to_normalised_units():
+    # a cell in original units with target scale y_std: log-lik + log(y_std), RMSE / y_std
+    y_std = 9.0
+    cell = {"dataset": "boston", "method": "natgrad_full", "y_std": y_std,
+            "final": {"test_loglik": -0.25 - math.log(y_std), "test_rmse": 0.3 * y_std}}
+    text = report.published_comparison([cell, dict(cell, dataset="not-published")])
+    row = [line for line in text.splitlines() if line.startswith("| boston")]
+    assert len(row) == 1 and "not-published" not in text
+    cols = [c.strip() for c in row[0].strip("|").split("|")]
+    assert cols[:3] == ["boston", "natgrad_full", "1"]
+    assert cols[3].startswith("-0.25") and float(cols[4]) == report.PUBLISHED_SVGP["boston"][0]
+    assert cols[5].startswith("0.3") and float(cols[6]) == report.PUBLISHED_SVGP["boston"][1]

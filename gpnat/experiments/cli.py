@@ -94,7 +94,8 @@ def reproduce(out_dir, scale: str = "quick", only: Optional[List[str]] = None, d
             earlier = []
     if earlier:
         notes.append("Earlier invocations into this folder: " + "; ".join(
-            f"{e.get('scale')} {'+'.join(e.get('experiments', []))}: {e.get('elapsed_s', 0):.0f} s, "
+            f"{e.get('scale')} {'+'.join(e.get('experiments', []))} at "
+            f"{str(e.get('git_commit', 'an unrecorded commit'))[:12]}: {e.get('elapsed_s', 0):.0f} s, "
             f"{e.get('cells_computed')} cells computed" for e in earlier) + ".")
     path = write_report(out, sections, {k: asdict(settings[k]) for k in selected}, scale, elapsed, notes)
     info_path.write_text(json.dumps(

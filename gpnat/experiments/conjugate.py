@@ -102,7 +102,10 @@ def run_conjugate(settings: ConjugateSettings, out_dir, data_dir=None,
             for method_name in ("adam_full", "natgrad_full", "adam_minibatch", "natgrad_minibatch"):
                 path = cell_path(out_dir, EXPERIMENT, dataset, method_name, f"split{split}")
                 if path.exists():
-                    records.append(run_cell(path, lambda: {}))
+                    record = run_cell(path, lambda: {})
+                    if "y_std" not in record:  # cells written before y_std was recorded
+                        record["y_std"] = load_problem(dataset, split, data_dir=data_dir).y_std
+                    records.append(record)
                     continue
                 if problem is None:
                     problem = load_problem(dataset, split, data_dir=data_dir)
@@ -120,7 +123,8 @@ def run_conjugate(settings: ConjugateSettings, out_dir, data_dir=None,
                     rec.update(experiment=EXPERIMENT, dataset=dataset, method=method.name,
                                description=method.describe(), split=split,
                                n_train=problem.X_train.shape[0], n_test=problem.X_test.shape[0],
-                               num_inducing=settings.num_inducing, batch_size=method.batch_size)
+                               num_inducing=settings.num_inducing, batch_size=method.batch_size,
+                               y_std=problem.y_std)
                     return rec
 
                 log(f"conjugate: {dataset} split {split} {method.name} ...")

@@ -26,7 +26,8 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["write_report", "machine_description", "CONJUGATE_TRACE_COLUMNS", "NONCONJUGATE_COLUMNS",
+__all__ = ["write_report", "machine_description", "published_comparison", "PUBLISHED_SVGP",
+           "CONJUGATE_TRACE_COLUMNS", "NONCONJUGATE_COLUMNS",
            "ILL_FIXED_COLUMNS"]
 
 CONJUGATE_TRACE_COLUMNS = ["dataset", "method", "split", "iteration", "time", "elbo", "test_loglik", "test_rmse"]
@@ -175,6 +176,41 @@ def NullFormatter():
 
 
 # ------------------------------------------------------------------ conjugate
+#: SVGP results of the bayesian_benchmarks suite (github.com/secondmind-labs/bayesian_benchmarks),
+#: regression, split 2, targets normalised: (test log-likelihood, RMSE). Its smaller sets are SGPR.
+PUBLISHED_SVGP = {
+    "boston": (-0.256, 0.318), "concrete": (-0.312, 0.351), "energy": (1.106, 0.077),
+    "kin8nm": (-0.353, 0.326), "naval": (2.330, 0.021), "power": (-0.008, 0.244),
+    "protein": (-1.133, 0.751), "wine": (-1.124, 0.758), "yacht": (2.006, 0.032),
+}
+
+
+def published_comparison(cells: List[dict]) -> str:
+    """Test log-likelihood and RMSE in normalised units beside :data:`PUBLISHED_SVGP`.
+
+    A cell's metrics are in original units; with the split's target scale
+    ``y_std``, log-likelihood + log(y_std) and RMSE / y_std are the normalised ones.
+    """
+    rows = []
+    for dataset in sorted({c["dataset"] for c in cells if c["dataset"] in PUBLISHED_SVGP}):
+        for method in sorted({c["method"] for c in cells if c["dataset"] == dataset}):
+            cs = [c for c in cells if c["dataset"] == dataset and c["method"] == method
+                  and c.get("y_std") and c["final"].get("test_loglik") is not None]
+            if not cs:
+                continue
+            ll = [c["final"]["test_loglik"] + math.log(c["y_std"]) for c in cs]
+            rmse = [c["final"]["test_rmse"] / c["y_std"] for c in cs]
+            pub_ll, pub_rmse = PUBLISHED_SVGP[dataset]
+            rows.append((dataset, method, len(cs), f"{_fmt(_mean(ll))} ± {_fmt(_std(ll), 2)}", pub_ll,
+                         f"{_fmt(_mean(rmse))} ± {_fmt(_std(rmse), 2)}", pub_rmse))
+    if not rows:
+        return ""
+    return ("\nTest log-likelihood and RMSE with normalised targets (mean ± std over splits), beside the published "
+            "SVGP numbers of the bayesian_benchmarks suite (split 2; SGPR on its smaller sets):\n\n"
+            + _md_table(["data set", "method", "splits", "test log-lik", "published", "test RMSE", "published"],
+                        rows) + "\n")
+
+
 def _adam_reference(method: str) -> str:
     return "adam_minibatch" if "minibatch" in method else "adam_full"
 
@@ -259,6 +295,7 @@ def conjugate_report(cells: List[dict], out: Path) -> str:
     text = _md_table(["data set", "method", "splits", "final ELBO", "test log-lik", "test RMSE",
                       "ms / iteration", "training seconds", "iterations to Adam's final ELBO",
                       "seconds to Adam's final ELBO"], rows)
+    text += "\n" + published_comparison(cells)
     text += "\n\n" + "\n".join(f"![{f}]({f})" for f in figures) + "\n"
     return text
 
