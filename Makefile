@@ -27,7 +27,7 @@ demo: $(STAMP)
 
 test: $(STAMP) $(DOCS_STAMP)
 	$(VENV)/bin/ruff check gpnat tests benchmarks examples
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 $(DOCS_STAMP): setup.py | $(PY)
 	$(PY) -m pip install --quiet -e '.[docs]'
