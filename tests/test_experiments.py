@@ -243,3 +243,20 @@ def test_published_comparison_converts_to_normalised_units():
     assert cols[:3] == ["boston", "natgrad_full", "1"]
     assert cols[3].startswith("-0.25") and float(cols[4]) == report.PUBLISHED_SVGP["boston"][0]
     assert cols[5].startswith("0.3") and float(cols[6]) == report.PUBLISHED_SVGP["boston"][1]
+
+
+def test_the_experiments_stop_at_divergence_not_at_a_noisy_minibatch():
+    import tensorflow as tf
+
+    from gpnat.recovery import NO_RECOVERY, Guard
+
+    def code(policy, loss):
+        guard = Guard(policy, [])
+        guard.update(tf.constant(True), tf.constant(100.0, tf.float64), tf.constant(False))  # reference 100
+        return int(guard.acceptable(tf.constant(loss, tf.float64), []))
+
+    # a minibatch loss 3x its running average: a "collapse" for train's default test, not divergence
+    assert code(NO_RECOVERY, 300.0) == 2 and code(common.DIVERGENCE_ONLY, 300.0) == 0
+    assert code(common.DIVERGENCE_ONLY, 1e300) == 0
+    assert code(common.DIVERGENCE_ONLY, float("nan")) == 1 and code(common.DIVERGENCE_ONLY, float("inf")) == 1
+    assert common.DIVERGENCE_ONLY.max_consecutive == 1  # the first bad iteration ends the run
