@@ -260,3 +260,11 @@ def test_the_experiments_stop_at_divergence_not_at_a_noisy_minibatch():
     assert code(common.DIVERGENCE_ONLY, 1e300) == 0
     assert code(common.DIVERGENCE_ONLY, float("nan")) == 1 and code(common.DIVERGENCE_ONLY, float("inf")) == 1
     assert common.DIVERGENCE_ONLY.max_consecutive == 1  # the first bad iteration ends the run
+
+
+def test_one_clock_separates_tracing_from_the_per_iteration_cost():
+    # first call: one iteration + tracing (3.0 s); later calls spread evenly: 0.1 s per iteration
+    per_it, tracing = common._clock([3.0, 3.1, 3.2, 3.3])
+    assert per_it == pytest.approx(0.1) and tracing == pytest.approx(2.9)
+    per_it, tracing = common._clock([5.0])  # a run that stopped after one iteration
+    assert math.isnan(per_it) and tracing == 5.0

@@ -295,8 +295,8 @@ def _clock(times: List[float]) -> Tuple[float, float]:
     iterations, so the median step of the later times is the per-iteration
     cost, and the first call's excess over it is the tracing.
     """
-    if len(times) < 2:
-        return (float(times[-1]) if times else float("nan")), 0.0
+    if len(times) < 2:  # one iteration (or none): tracing and the iteration cannot be told apart
+        return float("nan"), (float(times[0]) if times else 0.0)
     per_it = float(np.median(np.diff(times)))
     return per_it, max(float(times[0]) - per_it, 0.0)
 

@@ -509,6 +509,9 @@ def write_report(out_dir, sections: Dict[str, List[dict]], settings: Dict[str, o
     """Write CSVs, PNGs and ``results.md`` for the given cells; return the Markdown path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for cell in (c for cs in sections.values() for c in cs):
+        if cell.get("iterations_run", 2) < 2:  # one iteration: its time is mostly tracing, no per-iteration cost
+            cell["seconds_per_iteration"] = None
     parts = [f"# Reproduction of Salimbeni, Eleftheriadis & Hensman (2018): results ({scale} run)\n",
              f"Machine: {machine_description()}.\n"]
     if elapsed_s is not None:
