@@ -74,20 +74,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402  (the children import TensorFlow themselves, after their device set-up)
 from machine import cpu_model, fmt, git_state  # noqa: E402
+from problem import D, make_data  # noqa: E402
 
-D = 8
 RESULT = "RESULT "  # a child's last line: RESULT {json}
 CONFIGS = ["single", "mirrored"]
 
 
 # --------------------------------------------------------------------------- problem
-def make_data(N: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    X = rng.uniform(-3.0, 3.0, size=(N, D))
-    Y = np.sin(X).sum(axis=1, keepdims=True) + 0.3 * rng.standard_normal((N, 1))
-    return X, Y
-
-
 def build_model(gpflow, gpnat, X, M):
     kernel = gpflow.kernels.SquaredExponential(lengthscales=np.ones(D))
     return gpnat.SVGP(kernel, gpflow.likelihoods.Gaussian(), X[:M].copy(), num_data=X.shape[0])

@@ -67,10 +67,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from gpflow.keras import tf_keras  # noqa: E402
 from machine import cpu_model, fmt, git_state  # noqa: E402
+from problem import D, make_data  # noqa: E402
 
 import gpnat  # noqa: E402
 
-D = 8
 GAMMA = 0.1
 ADAM_LR = 0.01
 CONFIGS = ["gpflow-adam", "gpflow-hybrid", "gpnat-adam", "gpnat-fused", "gpnat-default"]
@@ -85,13 +85,6 @@ JITTER = {"float64": 1e-6, "float32": 1e-4}
 
 
 # --------------------------------------------------------------------------- problem
-def make_data(N: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    X = rng.uniform(-3.0, 3.0, size=(N, D))
-    Y = np.sin(X).sum(axis=1, keepdims=True) + 0.3 * rng.standard_normal((N, 1))
-    return X, Y
-
-
 def set_precision(dtype: str):
     gpflow.config.set_default_float(np.float64 if dtype == "float64" else np.float32)
     gpflow.config.set_default_jitter(JITTER[dtype])
