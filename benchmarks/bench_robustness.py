@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import gpflow  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from machine import cpu_model, git_state  # noqa: E402
 
 import gpnat  # noqa: E402
 from gpnat.experiments import datasets  # noqa: E402
@@ -118,11 +118,13 @@ def run(problem, storage, coordinates, gamma, batch, iterations, mode="fused", c
         )
         record["status"] = "recovered" if history.recoveries else "finished"
         record["recoveries"] = history.recoveries
+        record["collapses"] = history.failure.count(2)
     except (gpnat.NaturalGradientError, FloatingPointError) as err:
         history = err.history
         record["status"] = "raised"
         record["error"] = str(err)[:300]
         record["recoveries"] = history.recoveries
+        record["collapses"] = history.failure.count(2)
     record["seconds"] = time.perf_counter() - t0
     record["train_seconds"] = history.time[-1] - history.compile_time if history.time else float("nan")
     elbo = float(model.elbo((X, Y)).numpy())
@@ -161,23 +163,8 @@ def plan(names):
 
 # ----------------------------------------------------------------------------- report
 def machine():
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=HERE).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "gpnat"], capture_output=True, text=True,
-                               cwd=HERE).stdout.strip()
-    except OSError:
-        commit, dirty = "unknown", ""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return dict(commit=commit + ("+uncommitted" if dirty else ""), cpu=cpu, cores=os.cpu_count(),
-                python=platform.python_version(), tensorflow=tf.__version__, gpflow=gpflow.__version__)
+    return dict(code=git_state(), cpu=cpu_model(), cores=os.cpu_count(), python=platform.python_version(),
+                tensorflow=tf.__version__, gpflow=gpflow.__version__)
 
 
 def report(results, info, iterations):
@@ -188,7 +175,7 @@ def report(results, info, iterations):
     lines = [
         "# Robustness matrix",
         "",
-        f"Written by `benchmarks/bench_robustness.py` at commit `{info['commit']}` on {info['cpu']} "
+        f"Written by `benchmarks/bench_robustness.py` ({info['code']}) on {info['cpu']} "
         f"({info['cores']} cores), Python {info['python']}, TensorFlow {info['tensorflow']}, "
         f"gpflow {info['gpflow']}, float64. {iterations} iterations per run, minibatch {BATCH}, "
         "Adam lr 0.01 on the hyperparameters. Every model is default-built (whitened SVGP, "
@@ -275,14 +262,15 @@ def report(results, info, iterations):
     lines.append("")
 
     lines += ["## Every run", "",
-              "| problem | batch | storage | steps in | γ | mode | check | status | rollbacks | final ELBO | "
-              "Δ vs Adam | s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| problem | batch | storage | steps in | γ | mode | check | status | rollbacks (collapses) | "
+              "final ELBO | Δ vs Adam | s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for k, r in sorted(results.items()):
         name = k.split("|")[0]
         base = adam.get((name, r["batch"]), float("nan"))
         lines.append(
             f"| {name} | {r['batch']} | {r['storage']} | {r['coordinates']} | {r['gamma']} | {r['mode']} | "
-            f"{r['check_proposal']} | {r['status']}{'' if r['valid'] else ' (INVALID)'} | {r['recoveries']} | "
+            f"{r['check_proposal']} | {r['status']}{'' if r['valid'] else ' (INVALID)'} | "
+            f"{r['recoveries']} ({r['collapses']}) | "
             f"{r['elbo']:.6g} | {r['elbo'] - base:.4g} | {r['seconds']:.1f} |"
         )
     (HERE / "ROBUSTNESS.md").write_text("\n".join(lines) + "\n")

@@ -7,7 +7,9 @@ every iteration with a :class:`Recovery` policy:
 
 * an iteration is **bad** when the loss or a gradient is not finite, when the
   minibatch loss collapses (rises above the running reference by more than
-  ``collapse`` × max(abs(reference), 1)), when no valid natural step exists, when
+  ``collapse`` × max(abs(reference), 1) + ``noise`` × spread, where the spread
+  is a running average of the good losses' distance from the reference: the
+  minibatch noise), when no valid natural step exists, when
   the loss at the natural step's proposal (on the same batch) is not finite or
   rises by more than ``proposal_rtol`` × max(abs(loss), 1), or when an Adam step
   leaves q(u) invalid;
@@ -56,9 +58,17 @@ class Recovery:
     :param max_consecutive: bad iterations in a row after which training
         raises (recovery is impossible).
     :param collapse: a minibatch loss above reference + collapse ×
-        max(abs(reference), 1) counts as a collapse; the reference is an
-        exponential moving average (weight ``smoothing``) of good losses.
+        max(abs(reference), 1) + noise × spread counts as a collapse; the
+        reference is an exponential moving average (weight ``smoothing``) of
+        good losses, the spread one (weight ``noise_smoothing``) of their
+        distances abs(loss − reference) from it. ``math.inf`` turns the test off.
     :param smoothing: weight of the old reference in that average.
+    :param noise: how many spreads of minibatch noise a loss may rise above
+        the reference on top of ``collapse`` × max(abs(reference), 1). Without
+        this term a loss near zero, or a heavy-tailed minibatch (naval, power),
+        was rolled back as a collapse; real blow-ups rise by hundreds of spreads
+        (see ``benchmarks/ROBUSTNESS.md``).
+    :param noise_smoothing: weight of the old spread in its average.
     :param check_proposal: evaluate the loss at the natural step's proposal on
         the same batch and roll back when it is not finite or rises.
         ``None`` (default) checks where it is free: in alternating mode, whose
@@ -73,6 +83,8 @@ class Recovery:
     max_consecutive: int = 25
     collapse: float = 1.0
     smoothing: float = 0.9
+    noise: float = 20.0
+    noise_smoothing: float = 0.99
     check_proposal: Optional[bool] = None
     proposal_rtol: float = 1e-3
 
@@ -85,8 +97,11 @@ class Recovery:
                 raise ValueError(f"Recovery.{name} must be a positive integer, got {value!r}")
         if not self.collapse > 0.0:
             raise ValueError(f"Recovery.collapse must be positive, got {self.collapse!r}")
-        if not 0.0 <= self.smoothing < 1.0:
-            raise ValueError(f"Recovery.smoothing must be in [0, 1), got {self.smoothing!r}")
+        if not self.noise >= 0.0:
+            raise ValueError(f"Recovery.noise must be non-negative, got {self.noise!r}")
+        for name in ("smoothing", "noise_smoothing"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"Recovery.{name} must be in [0, 1), got {getattr(self, name)!r}")
         if not self.proposal_rtol >= 0.0:
             raise ValueError(f"Recovery.proposal_rtol must be non-negative, got {self.proposal_rtol!r}")
 
@@ -120,6 +135,8 @@ class Guard(tf.Module):
         self.adam_scale = tf.Variable(1.0, dtype=dtype, trainable=False, name="adam_scale")
         self.reference = tf.Variable(0.0, dtype=dtype, trainable=False, name="reference")
         self.has_reference = tf.Variable(False, trainable=False, name="has_reference")
+        self.spread = tf.Variable(0.0, dtype=dtype, trainable=False, name="spread")
+        self.has_spread = tf.Variable(False, trainable=False, name="has_spread")
         self.streak = tf.Variable(0, dtype=tf.int64, trainable=False, name="streak")
         self.consecutive = tf.Variable(0, dtype=tf.int64, trainable=False, name="consecutive")
         self.total = tf.Variable(0, dtype=tf.int64, trainable=False, name="total")
@@ -128,7 +145,8 @@ class Guard(tf.Module):
     def acceptable(self, loss: tf.Tensor, grads) -> tf.Tensor:
         """Reason code (int32): 0 when loss and gradients are finite and the loss has not collapsed."""
         finite = _all_finite([loss] + list(grads))
-        limit = self.reference + self.policy.collapse * tf.maximum(tf.abs(self.reference), 1.0)
+        p = self.policy
+        limit = self.reference + p.collapse * tf.maximum(tf.abs(self.reference), 1.0) + p.noise * self.spread
         collapsed = tf.logical_and(self.has_reference, loss > limit)
         return tf.where(finite, tf.where(collapsed, 2, 0), 1)
 
@@ -169,6 +187,13 @@ class Guard(tf.Module):
         self.consecutive.assign(tf.where(good, tf.zeros_like(self.consecutive), self.consecutive + 1))
         self.total.assign_add(tf.where(good, tf.constant(0, tf.int64), tf.constant(1, tf.int64)))
         loss = tf.cast(loss, dtype)
+        # the spread (minibatch noise) from the distance to the reference before this loss joins it
+        distance = tf.abs(loss - self.reference)
+        spread = tf.where(self.has_spread, p.noise_smoothing * self.spread + (1 - p.noise_smoothing) * distance,
+                          distance)
+        gets_spread = tf.logical_and(good, self.has_reference)
+        self.spread.assign(tf.where(gets_spread, spread, self.spread))
+        self.has_spread.assign(tf.logical_or(self.has_spread, gets_spread))
         average = tf.where(self.has_reference, p.smoothing * self.reference + (1 - p.smoothing) * loss, loss)
         self.reference.assign(tf.where(good, average, self.reference))
         self.has_reference.assign(tf.logical_or(self.has_reference, good))
