@@ -56,6 +56,17 @@ def test_a_blow_up_after_noise_is_caught_and_does_not_widen_the_limit(blow_up):
     assert float(guard.spread.numpy()) < 1000.0
 
 
+def test_accepted_excursions_do_not_widen_the_limit_step_by_step():
+    noise = _noisy(1000, level=0.0)
+    _, guard = _codes(gpnat.Recovery(), noise)
+    before = float(guard.spread.numpy())
+    excursions = [15 * before] * 20  # each below the limit when it comes, so accepted
+    codes, guard = _codes(gpnat.Recovery(), np.concatenate([noise, excursions]))
+    assert not codes.any()
+    # each distance counts at most 3 spreads: growth ≤ (1 + 0.01 · 2)²⁰ ≈ 1.49; unclipped it would be ~3.8x
+    assert float(guard.spread.numpy()) < 1.5 * before
+
+
 def test_non_finite_losses_are_reason_one_and_inf_collapse_turns_the_test_off():
     codes, _ = _codes(gpnat.Recovery(), [100.0, 90.0, np.nan, np.inf, 80.0])
     assert codes.tolist() == [0, 0, 1, 1, 0]

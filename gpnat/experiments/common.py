@@ -278,8 +278,8 @@ def full_elbo(model, problem: Problem) -> float:
 # ---------------------------------------------------------------------- training
 #: the experiments' policy: stop at the first iteration whose loss or gradients are not finite, whose
 #: Adam step leaves q(u) invalid or that has no valid natural step. gpnat.train's collapse test (a minibatch
-#: loss far above its running average) is off: on naval and power, noisy minibatches of 256 set it off
-#: in Adam-only runs, and the paper counts only divergence.
+#: loss far above its running average) is off: the paper counts only divergence, and before the test had its
+#: noise term (benchmarks/COLLAPSE.md) it stopped Adam-only runs on naval and power at noisy minibatches.
 DIVERGENCE_ONLY = gpnat.Recovery(max_consecutive=1, check_proposal=False, collapse=math.inf)
 
 
