@@ -61,8 +61,9 @@ class Recovery:
         max(abs(reference), 1) + noise × spread counts as a collapse; the
         reference is an exponential moving average (weight ``smoothing``) of
         good losses, the spread one (weight ``noise_smoothing``) of their
-        distances abs(loss − reference) from it, each counted at most 3
-        spreads (so accepted excursions cannot widen the limit step by step).
+        distances abs(loss − reference) from it, each counted at most
+        ``noise`` spreads (so excursions accepted under the collapse ×
+        max(abs(reference), 1) term cannot widen the limit step by step).
         ``math.inf`` turns the test off.
     :param smoothing: weight of the old reference in that average.
     :param noise: how many spreads of minibatch noise a loss may rise above
@@ -190,9 +191,10 @@ class Guard(tf.Module):
         self.total.assign_add(tf.where(good, tf.constant(0, tf.int64), tf.constant(1, tf.int64)))
         loss = tf.cast(loss, dtype)
         # the spread (minibatch noise) from the distance to the reference before this loss joins it,
-        # counted at most 3 spreads: an accepted excursion must not widen the limit for the next one
+        # counted at most `noise` spreads: the part of a rise that only the collapse × |reference| term
+        # let through is not noise, and must not widen the limit for the next one
         distance = tf.abs(loss - self.reference)
-        distance = tf.where(self.has_spread, tf.minimum(distance, 3.0 * self.spread), distance)
+        distance = tf.where(self.has_spread, tf.minimum(distance, p.noise * self.spread), distance)
         spread = tf.where(self.has_spread, p.noise_smoothing * self.spread + (1 - p.noise_smoothing) * distance,
                           distance)
         gets_spread = tf.logical_and(good, self.has_reference)
