@@ -11,15 +11,19 @@ from gpnat.recovery import Guard
 
 
 def _codes(policy, losses):
-    """Feed a loss sequence through a guard as gpnat.train does; the reason code of each loss."""
+    """Feed a loss sequence through a guard as gpnat.train does (in a compiled loop); each loss's reason code."""
     guard = Guard(policy, [])
-    codes = []
-    for loss in losses:
-        loss = tf.constant(loss, tf.float64)
-        code = guard.acceptable(loss, [])
-        guard.update(tf.equal(code, 0), loss, tf.constant(False))
-        codes.append(int(code))
-    return np.array(codes), guard
+
+    @tf.function
+    def feed(losses):
+        codes = tf.TensorArray(tf.int32, size=tf.shape(losses)[0])
+        for i in tf.range(tf.shape(losses)[0]):
+            code = guard.acceptable(losses[i], [])
+            guard.update(tf.equal(code, 0), losses[i], tf.constant(False))
+            codes = codes.write(i, code)
+        return codes.stack()
+
+    return feed(tf.constant(losses, tf.float64)).numpy(), guard
 
 
 def _noisy(n=1000, level=10.0, noise=200.0, seed=0):
