@@ -10,6 +10,11 @@ A second, smaller matrix compares training modes and the loss check at the
 proposal (``Recovery(check_proposal=...)``) on the default storage and
 coordinates.
 
+A third sweeps Adam's learning rate (``train(adam_lr=...)``, ``ADAM_LRS``) for
+Adam-only training and for all of ``train``'s other defaults, at
+``--iterations`` and, on the problems of ``LONG``, at ``--long-iterations``:
+the learning rate that both compare at decides what "ELBO ≥ Adam-only" means.
+
 Writes ``benchmarks/robustness.json`` (one record per run, resumable) and
 ``benchmarks/ROBUSTNESS.md``. Usage::
 
@@ -41,6 +46,10 @@ gpflow.config.set_default_float(np.float64)
 HERE = Path(__file__).resolve().parent
 GAMMAS = [0.01, 0.1, 0.5, 1.0, "default"]
 BATCH = 128
+#: Adam learning rates of the third matrix
+ADAM_LRS = [0.01, 0.03, 0.1]
+#: problems of the third matrix also run for --long-iterations
+LONG = ("banana", "studentt_outliers", "yacht")
 
 
 # ----------------------------------------------------------------------------- problems
@@ -93,8 +102,12 @@ def build(problem, storage):
 
 
 # ----------------------------------------------------------------------------- one run
-def run(problem, storage, coordinates, gamma, batch, iterations, mode="fused", check_proposal=None):
-    """One training run; returns its record (status, final ELBO, time, recoveries)."""
+def run(problem, storage, coordinates, gamma, batch, iterations, mode="fused", check_proposal=None,
+        adam_lr=None):
+    """One training run; returns its record (status, final ELBO, time, recoveries).
+
+    ``adam_lr`` None: train's default learning rate.
+    """
     X, Y = problem[:2]
     model = build(problem, storage)
     if gamma == "adam":
@@ -108,13 +121,14 @@ def run(problem, storage, coordinates, gamma, batch, iterations, mode="fused", c
     else:
         natgrad = gpnat.NaturalGradient(gamma, coordinates=None if coordinates == "storage" else coordinates)
     record = dict(storage=storage, coordinates=coordinates, gamma=gamma, batch=batch, mode=mode,
-                  check_proposal=check_proposal, iterations=iterations)
+                  check_proposal=check_proposal, iterations=iterations, adam_lr=adam_lr)
+    lr = {} if adam_lr is None else dict(adam_lr=adam_lr)
     t0 = time.perf_counter()
     try:
         history = gpnat.train(
             model, (X, Y), iterations=iterations, natgrad=natgrad, batch_size=None if batch == "full" else BATCH,
             fused=(mode == "fused" and natgrad is not None), progress=False,
-            recovery=gpnat.Recovery(check_proposal=check_proposal),
+            recovery=gpnat.Recovery(check_proposal=check_proposal), **lr,
         )
         record["status"] = "recovered" if history.recoveries else "finished"
         record["recoveries"] = history.recoveries
@@ -161,13 +175,77 @@ def plan(names):
     return runs
 
 
+def lr_plan(names, iterations, long_iterations):
+    """(problem, gamma, batch, adam_lr, iterations) of the Adam learning-rate sweep."""
+    runs = []
+    for name in names:
+        for its in (iterations, long_iterations) if name in LONG else (iterations,):
+            for batch in ("full", "minibatch"):
+                for lr in ADAM_LRS:
+                    for gamma in ("adam", "default"):
+                        runs.append((name, gamma, batch, lr, its))
+    return runs
+
+
+def lr_key(name, gamma, batch, lr, its):
+    return f"{name}|{gamma}|{batch}|lr{lr}|{its}"
+
+
 # ----------------------------------------------------------------------------- report
 def machine():
     return dict(code=git_state(), cpu=cpu_model(), cores=os.cpu_count(), python=platform.python_version(),
                 tensorflow=tf.__version__, gpflow=gpflow.__version__)
 
 
-def report(results, info, iterations):
+def lr_report(lr_runs, iterations):
+    """The Adam learning-rate sweep: Markdown lines."""
+    if not lr_runs:
+        return []
+    cells = {}  # (its, name, batch) -> {(gamma, lr): record}
+    for k, r in lr_runs.items():
+        name = k.split("|")[0]
+        cells.setdefault((r["iterations"], name, r["batch"]), {})[(r["gamma"], r["adam_lr"])] = r
+    lines = ["## Adam's learning rate", "",
+             "Adam-only training (q(u) included) and all of `train`'s other defaults (the default "
+             "schedule, fused), each at `adam_lr` ∈ {" + ", ".join(str(lr) for lr in ADAM_LRS) + "}, "
+             "same batches. *best lr*: how often each learning rate gave that training's highest final "
+             "ELBO among the learning rates, per problem and batch. *default ≥ Adam-only*: at that "
+             "learning rate for both.", "",
+             "| iterations | adam_lr | best lr for Adam-only | best lr for the default | default ≥ Adam-only | "
+             "rolled back (Adam-only / default) | raised | invalid at end |",
+             "|---|---|---|---|---|---|---|---|"]
+    for its in sorted({c[0] for c in cells}):
+        mine = {c: v for c, v in cells.items() if c[0] == its}
+        for lr in ADAM_LRS:
+            best = {"adam": 0, "default": 0}
+            ge = n = rolled_adam = rolled_default = raised = invalid = 0
+            for runs in mine.values():
+                for gamma in best:
+                    elbos = {rate: runs[(gamma, rate)]["elbo"] for rate in ADAM_LRS if (gamma, rate) in runs}
+                    if elbos and max(elbos, key=elbos.get) == lr:
+                        best[gamma] += 1
+                a, d = runs.get(("adam", lr)), runs.get(("default", lr))
+                if a and d:
+                    n += 1
+                    ge += d["elbo"] >= a["elbo"] - 1e-6
+                    rolled_adam += a["recoveries"] > 0
+                    rolled_default += d["recoveries"] > 0
+                    raised += (a["status"] == "raised") + (d["status"] == "raised")
+                    invalid += (not a["valid"]) + (not d["valid"])
+            lines.append(f"| {its} | {lr} | {best['adam']} of {len(mine)} | {best['default']} of {len(mine)} | "
+                         f"{ge} of {n} | {rolled_adam} / {rolled_default} | {raised} | {invalid} |")
+    lines += ["", "| iterations | problem | batch | adam_lr | Adam-only: final ELBO | default: final ELBO | "
+              "Δ | rollbacks (Adam-only / default) |", "|---|---|---|---|---|---|---|---|"]
+    for (its, name, batch), runs in sorted(cells.items()):
+        for lr in ADAM_LRS:
+            a, d = runs.get(("adam", lr)), runs.get(("default", lr))
+            if a and d:
+                lines.append(f"| {its} | {name} | {batch} | {lr} | {a['elbo']:.6g} | {d['elbo']:.6g} | "
+                             f"{d['elbo'] - a['elbo']:.4g} | {a['recoveries']} / {d['recoveries']} |")
+    return lines + [""]
+
+
+def report(results, info, iterations, lr_runs=None):
     adam = {}
     for k, r in results.items():
         if r["gamma"] == "adam" and r["storage"] == "mean_cholesky":
@@ -261,6 +339,8 @@ def report(results, info, iterations):
         lines += ["", f"Fused ahead at equal time in {sum(ahead)} of {len(ahead)} pairs.", ""]
     lines.append("")
 
+    lines += lr_report(lr_runs or {}, iterations)
+
     lines += ["## Every run", "",
               "| problem | batch | storage | steps in | γ | mode | check | status | rollbacks (collapses) | "
               "final ELBO | Δ vs Adam | s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -279,6 +359,8 @@ def report(results, info, iterations):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--long-iterations", type=int, default=3000,
+                        help="iterations of the learning-rate sweep's longer runs (problems in LONG)")
     parser.add_argument("--only", default="", help="comma-separated problem names")
     parser.add_argument("--out", default=str(HERE / "robustness.json"))
     parser.add_argument("--report-only", action="store_true")
@@ -286,6 +368,7 @@ def main(argv=None):
     out = Path(args.out)
     saved = json.loads(out.read_text()) if out.exists() else {}
     results, info = saved.get("runs", {}), saved.get("machine") or machine()
+    lr_runs = saved.get("adam_lr_runs", {})
     if not args.report_only:
         probs = problems()
         names = [n for n in probs if not args.only or n in args.only.split(",")]
@@ -300,8 +383,19 @@ def main(argv=None):
             results[k] = r
             print(f"[{i + 1}/{len(todo)}] {k}: {r['status']} elbo {r['elbo']:.6g} ({r['seconds']:.1f} s)",
                   flush=True)
-            out.write_text(json.dumps(dict(machine=info, runs=results), indent=1))
-    report(results, info, args.iterations)
+            out.write_text(json.dumps(dict(machine=info, runs=results, adam_lr_runs=lr_runs), indent=1))
+        todo = lr_plan(names, args.iterations, args.long_iterations)
+        for i, (name, gamma, batch, lr, its) in enumerate(todo):
+            k = lr_key(name, gamma, batch, lr, its)
+            if k in lr_runs:
+                continue
+            r = run(probs[name], "mean_cholesky", "natural", gamma, batch, its,
+                    "adam" if gamma == "adam" else "fused", None, adam_lr=lr)
+            lr_runs[k] = {f: v for f, v in r.items() if not f.startswith("trace_")}
+            print(f"[lr {i + 1}/{len(todo)}] {k}: {r['status']} elbo {r['elbo']:.6g} ({r['seconds']:.1f} s)",
+                  flush=True)
+            out.write_text(json.dumps(dict(machine=info, runs=results, adam_lr_runs=lr_runs), indent=1))
+    report(results, info, args.iterations, lr_runs)
     print(f"wrote {HERE / 'ROBUSTNESS.md'}")
 
 
