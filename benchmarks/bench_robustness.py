@@ -4,7 +4,8 @@ Problems × storage × step coordinates × gamma × (full batch, minibatch), eve
 on a default-built model (gpflow's default kernel and likelihood settings,
 whitened SVGP, q(u) = prior), 300 iterations of ``gpnat.train``. Each run is
 compared with Adam-only training of the same default-built model (mean/Cholesky
-storage, lr 0.01) at equal iterations, on the same batches.
+storage) at equal iterations, on the same batches; Adam runs at ``train``'s
+default learning rate throughout.
 
 A second, smaller matrix compares training modes and the loss check at the
 proposal (``Recovery(check_proposal=...)``) on the default storage and
@@ -24,6 +25,7 @@ The UCI set is read from ``GPNAT_DATA_DIR`` or the usual data directories
 (see :mod:`gpnat.experiments.datasets`); without it that problem is skipped.
 """
 import argparse
+import inspect
 import json
 import os
 import platform
@@ -194,7 +196,8 @@ def lr_key(name, gamma, batch, lr, its):
 # ----------------------------------------------------------------------------- report
 def machine():
     return dict(code=git_state(), cpu=cpu_model(), cores=os.cpu_count(), python=platform.python_version(),
-                tensorflow=tf.__version__, gpflow=gpflow.__version__)
+                tensorflow=tf.__version__, gpflow=gpflow.__version__,
+                adam_lr=inspect.signature(gpnat.train).parameters["adam_lr"].default)
 
 
 def lr_report(lr_runs, iterations):
@@ -256,7 +259,8 @@ def report(results, info, iterations, lr_runs=None):
         f"Written by `benchmarks/bench_robustness.py` ({info['code']}) on {info['cpu']} "
         f"({info['cores']} cores), Python {info['python']}, TensorFlow {info['tensorflow']}, "
         f"gpflow {info['gpflow']}, float64. {iterations} iterations per run, minibatch {BATCH}, "
-        "Adam lr 0.01 on the hyperparameters. Every model is default-built (whitened SVGP, "
+        f"Adam lr {info.get('adam_lr', 'train default')} (train's default) on the hyperparameters. "
+        "Every model is default-built (whitened SVGP, "
         "q(u) = prior, gpflow's default kernel and likelihood parameters).",
         "",
         "*status*: finished (no iteration rolled back), recovered (finished after rolling back "
