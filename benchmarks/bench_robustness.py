@@ -115,7 +115,7 @@ def run(problem, storage, coordinates, gamma, batch, iterations, mode="fused", c
     if gamma == "adam":
         natgrad = None
     elif gamma == "default":
-        natgrad = gpnat.training.loop._DEFAULT.make(model)
+        natgrad = gpnat.training.loop._DEFAULT.make(model, full_batch=batch == "full")
         if coordinates != "natural":
             natgrad.coordinates = (
                 None if coordinates == "storage" else gpnat.parametrisations.get_parametrisation(coordinates)

@@ -73,7 +73,7 @@ class LogLinear:
 
     The schedule of Salimbeni et al. (2018) for stochastic natural gradients is
     ``LogLinear(1e-4, 1e-1, 5)`` (used by ``gpnat reproduce``); :func:`gpnat.train`'s
-    default for non-Gaussian likelihoods is the gentler ``LogLinear(1e-3, 1e-1, 20)``,
+    default for non-Gaussian likelihoods and for minibatches is the gentler ``LogLinear(1e-3, 1e-1, 20)``,
     chosen by ``benchmarks/bench_robustness.py``.
     """
 

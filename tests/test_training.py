@@ -60,12 +60,18 @@ def test_modes_improve_the_elbo_without_retracing(rng, kwargs, mode, evaluations
     assert len(calls) == 3 * evaluations
 
 
-def test_defaults_follow_the_likelihood(rng):
-    """Fused wherever both optimizers train; γ = 1 from the start for a Gaussian likelihood (exact in one
-    full-batch step), a warm-up to γ = 0.1 for any other."""
+def test_defaults_follow_the_likelihood_and_the_batch(rng):
+    """Fused wherever both optimizers train; γ = 1 from the start for a Gaussian likelihood on the full
+    data (exact in one step), a warm-up to γ = 0.1 for any other likelihood or for minibatches."""
     model, data = _model(rng)
     history = gpnat.train(model, data, iterations=3, progress=False)
     assert history.mode == "fused" and history.gamma == [1.0, 1.0, 1.0]
+    history = gpnat.train(model, data, iterations=3, batch_size=len(data[0]), progress=False)
+    assert history.gamma == [1.0, 1.0, 1.0]  # a batch of all N points is the full batch
+    warm_up = [schedules.LogLinear(1e-3, 0.1, 20)(t) for t in (1, 2, 3)]
+    for kwargs in (dict(batch_size=20), dict(data=tf.data.Dataset.from_tensor_slices(data).batch(20))):
+        history = gpnat.train(model, **{"data": data, **kwargs}, iterations=3, progress=False)
+        np.testing.assert_allclose(history.gamma, warm_up, rtol=1e-12)
     model, data = _model(rng, likelihood=gpflow.likelihoods.StudentT())
     history = gpnat.train(model, data, iterations=3, progress=False)
     expected = [schedules.LogLinear(1e-3, 0.1, 20)(t) for t in (1, 2, 3)]

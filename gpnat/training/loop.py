@@ -35,23 +35,39 @@ __all__ = ["train"]
 
 
 class _DefaultNaturalGradient:
-    """Sentinel for train's default optimizer, chosen by the likelihood (``benchmarks/ROBUSTNESS.md``).
+    """Sentinel for train's default optimizer, chosen by the likelihood and the batch (``benchmarks/ROBUSTNESS.md``).
 
-    A Gaussian likelihood gets the paper's γ = 1 from the first step (exact in
-    one step on a full batch; a warm-up only lets the hyperparameters move
-    while q(u) is still poor); every other likelihood the paper's γ = 0.1,
-    reached by a short warm-up from 1e-3 over 20 steps.
+    A Gaussian likelihood on the full data gets γ = 1 from the first step
+    (exact in one step; a warm-up only lets the hyperparameters move while
+    q(u) is still poor). Everything else, a Gaussian likelihood on
+    minibatches included, gets the paper's γ = 0.1 reached by a short warm-up
+    from 1e-3 over 20 steps: with minibatches γ = 1 jumps to each batch's
+    optimal q(u), and ended hundreds to thousands of nats below the warm-up
+    (and below Adam-only training) on UCI yacht, concrete and kin8nm.
     """
 
     def __repr__(self) -> str:
-        return ("NaturalGradient(1.0) for a Gaussian likelihood, "
+        return ("NaturalGradient(1.0) for a Gaussian likelihood on the full data, "
                 "else NaturalGradient(LogLinear(1e-3, 0.1, 20))")
 
     @staticmethod
-    def make(model=None) -> "NaturalGradient":
-        if isinstance(getattr(model, "likelihood", None), gpflow.likelihoods.Gaussian):
+    def make(model=None, full_batch: bool = True) -> "NaturalGradient":
+        if full_batch and isinstance(getattr(model, "likelihood", None), gpflow.likelihoods.Gaussian):
             return NaturalGradient(gamma=1.0)
         return NaturalGradient(gamma=LogLinear(1e-3, 1e-1, 20))
+
+
+def _full_batch(data, batch_size) -> bool:
+    """Does every iteration see all the data? Arrays with no ``batch_size`` (or one ≥ N) do;
+    a ``tf.data.Dataset`` counts as minibatches."""
+    if isinstance(data, tf.data.Dataset):
+        return False
+    if batch_size is None:
+        return True
+    try:
+        return batch_size >= np.shape(data[0])[0]
+    except (TypeError, IndexError, KeyError):
+        return False
 
 
 _DEFAULT = _DefaultNaturalGradient()
@@ -93,11 +109,12 @@ def train(
     :param iterations: total number of iterations (a run resumed from a
         checkpoint continues up to this number).
     :param natgrad: the :class:`~gpnat.NaturalGradient` optimizer (its γ may be
-        a schedule). The default depends on the model's likelihood:
-        ``NaturalGradient(1.0)`` for a Gaussian likelihood (exact in one step
-        on a full batch), else ``NaturalGradient(LogLinear(1e-3, 0.1, 20))``,
-        a short warm-up to the paper's γ = 0.1. ``None`` trains everything,
-        q(u) included, with Adam alone.
+        a schedule). The default depends on the likelihood and the batch:
+        ``NaturalGradient(1.0)`` for a Gaussian likelihood on the full data
+        (exact in one step), else ``NaturalGradient(LogLinear(1e-3, 0.1, 20))``,
+        a short warm-up to the paper's γ = 0.1 (also for a Gaussian
+        likelihood on minibatches, where γ = 1 jumps to each batch's optimum).
+        ``None`` trains everything, q(u) included, with Adam alone.
     :param adam_lr: Adam's learning rate for the hyperparameters (for every
         variable when ``natgrad=None``); ``None`` keeps them fixed (natural
         gradients only). The default 0.03 was chosen by
@@ -160,7 +177,7 @@ def train(
 
     with scope():  # the default optimizer's variables are mirrored too
         iterations, natgrad, fused, steps_per_call = _check_arguments(
-            model, iterations, natgrad, adam_lr, batch_size, fused, callbacks, checkpoint_every, steps_per_call)
+            model, data, iterations, natgrad, adam_lr, batch_size, fused, callbacks, checkpoint_every, steps_per_call)
     seed = 0 if seed is None else int(seed)
 
     qs = variational_distributions(model)
@@ -250,7 +267,7 @@ def train(
     return history
 
 
-def _check_arguments(model, iterations, natgrad, adam_lr, batch_size, fused, callbacks, checkpoint_every,
+def _check_arguments(model, data, iterations, natgrad, adam_lr, batch_size, fused, callbacks, checkpoint_every,
                      steps_per_call):
     """Validate train's arguments before anything changes; returns the resolved
     (iterations, natgrad, fused, steps_per_call)."""
@@ -261,7 +278,7 @@ def _check_arguments(model, iterations, natgrad, adam_lr, batch_size, fused, cal
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
     if natgrad is _DEFAULT:
-        natgrad = _DEFAULT.make(model)
+        natgrad = _DEFAULT.make(model, _full_batch(data, batch_size))
     if natgrad is not None and not isinstance(natgrad, NaturalGradient):
         raise TypeError(f"natgrad must be a gpnat.NaturalGradient or None, got {natgrad!r}")
     if adam_lr is not None and not (isinstance(adam_lr, (int, float)) and math.isfinite(adam_lr) and adam_lr > 0):
