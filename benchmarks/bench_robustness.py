@@ -16,6 +16,12 @@ Adam-only training and for all of ``train``'s other defaults, at
 ``--iterations`` and, on the problems of ``LONG``, at ``--long-iterations``:
 the learning rate that both compare at decides what "ELBO ≥ Adam-only" means.
 
+A fourth trains a Gaussian likelihood on minibatches (UCI ``GAUSSIAN_SETS``,
+M = 50, batch 128) with constant γ ∈ {1, 0.5, 0.1}, the warm-up
+``LogLinear(1e-3, 0.1, 20)`` and Adam-only, for ``--iterations`` and
+``--long-iterations``: γ = 1 is exact on the full data, but on minibatches it
+jumps to each batch's optimum.
+
 Writes ``benchmarks/robustness.json`` (one record per run, resumable) and
 ``benchmarks/ROBUSTNESS.md``. Usage::
 
@@ -52,6 +58,10 @@ BATCH = 128
 ADAM_LRS = [0.01, 0.03, 0.1]
 #: problems of the third matrix also run for --long-iterations
 LONG = ("banana", "studentt_outliers", "yacht")
+#: UCI regression sets of the fourth matrix
+GAUSSIAN_SETS = ("yacht", "concrete", "kin8nm")
+#: its natural-gradient settings
+GAUSSIAN_GAMMAS = ("1.0", "0.5", "0.1", "warm-up")
 
 
 # ----------------------------------------------------------------------------- problems
@@ -189,6 +199,48 @@ def lr_plan(names, iterations, long_iterations):
     return runs
 
 
+def gaussian_run(name, gamma, iterations):
+    """One minibatch run of the fourth matrix (``gamma``: "adam", a constant as text, or "warm-up")."""
+    split = datasets.uci_split(name, split=0, download=False)
+    problem = (split.X_train, split.y_train, gpflow.likelihoods.Gaussian, 1, 50)
+    if gamma == "adam":
+        natgrad = None
+    elif gamma == "warm-up":
+        natgrad = gpnat.NaturalGradient(gpnat.schedules.LogLinear(1e-3, 0.1, 20))
+    else:
+        natgrad = gpnat.NaturalGradient(float(gamma))
+    model = build(problem, "mean_cholesky")
+    t0 = time.perf_counter()
+    history = gpnat.train(model, problem[:2], iterations=iterations, natgrad=natgrad, batch_size=BATCH,
+                          progress=False)
+    elbo = float(model.elbo(problem[:2]).numpy())
+    return dict(problem=name, gamma=gamma, iterations=iterations, N=len(split.X_train), elbo=elbo,
+                recoveries=history.recoveries, seconds=time.perf_counter() - t0,
+                valid=bool(model.q.is_valid().numpy()) and bool(np.isfinite(elbo)))
+
+
+def gaussian_report(runs):
+    """The fourth matrix: Markdown lines."""
+    if not runs:
+        return []
+    lines = ["## A Gaussian likelihood on minibatches", "",
+             f"UCI regression (split 0, training rows), M = 50, batch {BATCH}, all of `train`'s other "
+             "defaults; final full-data ELBO (rollbacks).", "",
+             "| problem | N | iterations | Adam-only | " + " | ".join(f"γ = {g}" if g != "warm-up"
+                                                              else "LogLinear(1e-3, 0.1, 20)"
+                                                              for g in GAUSSIAN_GAMMAS) + " |",
+             "|---|---|---|---|" + "---|" * len(GAUSSIAN_GAMMAS)]
+    cells = {}
+    for r in runs.values():
+        cells.setdefault((r["problem"], r["iterations"]), {})[r["gamma"]] = r
+    for (name, its), row in sorted(cells.items()):
+        N = next(iter(row.values()))["N"]
+        vals = [f"{row[g]['elbo']:.6g} ({row[g]['recoveries']})" if g in row else "" for g in
+                ("adam",) + GAUSSIAN_GAMMAS]
+        lines.append(f"| {name} | {N} | {its} | " + " | ".join(vals) + " |")
+    return lines + [""]
+
+
 def lr_key(name, gamma, batch, lr, its):
     return f"{name}|{gamma}|{batch}|lr{lr}|{its}"
 
@@ -248,7 +300,7 @@ def lr_report(lr_runs, iterations):
     return lines + [""]
 
 
-def report(results, info, iterations, lr_runs=None):
+def report(results, info, iterations, lr_runs=None, gaussian_runs=None):
     adam = {}
     for k, r in results.items():
         if r["gamma"] == "adam" and r["storage"] == "mean_cholesky":
@@ -344,6 +396,7 @@ def report(results, info, iterations, lr_runs=None):
     lines.append("")
 
     lines += lr_report(lr_runs or {}, iterations)
+    lines += gaussian_report(gaussian_runs or {})
 
     lines += ["## Every run", "",
               "| problem | batch | storage | steps in | γ | mode | check | status | rollbacks (collapses) | "
@@ -373,6 +426,11 @@ def main(argv=None):
     saved = json.loads(out.read_text()) if out.exists() else {}
     results, info = saved.get("runs", {}), saved.get("machine") or machine()
     lr_runs = saved.get("adam_lr_runs", {})
+    gaussian_runs = saved.get("gaussian_minibatch_runs", {})
+
+    def save():
+        out.write_text(json.dumps(dict(machine=info, runs=results, adam_lr_runs=lr_runs,
+                                       gaussian_minibatch_runs=gaussian_runs), indent=1))
     if not args.report_only:
         probs = problems()
         names = [n for n in probs if not args.only or n in args.only.split(",")]
@@ -387,7 +445,7 @@ def main(argv=None):
             results[k] = r
             print(f"[{i + 1}/{len(todo)}] {k}: {r['status']} elbo {r['elbo']:.6g} ({r['seconds']:.1f} s)",
                   flush=True)
-            out.write_text(json.dumps(dict(machine=info, runs=results, adam_lr_runs=lr_runs), indent=1))
+            save()
         todo = lr_plan(names, args.iterations, args.long_iterations)
         for i, (name, gamma, batch, lr, its) in enumerate(todo):
             k = lr_key(name, gamma, batch, lr, its)
@@ -398,8 +456,23 @@ def main(argv=None):
             lr_runs[k] = {f: v for f, v in r.items() if not f.startswith("trace_")}
             print(f"[lr {i + 1}/{len(todo)}] {k}: {r['status']} elbo {r['elbo']:.6g} ({r['seconds']:.1f} s)",
                   flush=True)
-            out.write_text(json.dumps(dict(machine=info, runs=results, adam_lr_runs=lr_runs), indent=1))
-    report(results, info, args.iterations, lr_runs)
+            save()
+        for name in GAUSSIAN_SETS:
+            if args.only and name not in args.only.split(","):
+                continue
+            for its in (args.iterations, args.long_iterations):
+                for gamma in ("adam",) + GAUSSIAN_GAMMAS:
+                    k = f"{name}|{gamma}|{its}"
+                    if k in gaussian_runs:
+                        continue
+                    try:
+                        gaussian_runs[k] = r = gaussian_run(name, gamma, its)
+                    except (datasets.DatasetNotFoundError, OSError) as err:
+                        print(f"{name} skipped: {err}", file=sys.stderr)
+                        break
+                    print(f"[gaussian] {k}: elbo {r['elbo']:.6g} ({r['seconds']:.1f} s)", flush=True)
+                    save()
+    report(results, info, args.iterations, lr_runs, gaussian_runs)
     print(f"wrote {HERE / 'ROBUSTNESS.md'}")
 
 
