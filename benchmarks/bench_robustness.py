@@ -200,23 +200,14 @@ def lr_plan(names, iterations, long_iterations):
 
 
 def gaussian_run(name, gamma, iterations):
-    """One minibatch run of the fourth matrix (``gamma``: "adam", a constant as text, or "warm-up")."""
+    """One minibatch run of the fourth matrix (``gamma``: "adam", a constant as text, or "warm-up",
+    which is train's default on minibatches); :func:`run`'s record with the set's name and size."""
     split = datasets.uci_split(name, split=0, download=False)
     problem = (split.X_train, split.y_train, gpflow.likelihoods.Gaussian, 1, 50)
-    if gamma == "adam":
-        natgrad = None
-    elif gamma == "warm-up":
-        natgrad = gpnat.NaturalGradient(gpnat.schedules.LogLinear(1e-3, 0.1, 20))
-    else:
-        natgrad = gpnat.NaturalGradient(float(gamma))
-    model = build(problem, "mean_cholesky")
-    t0 = time.perf_counter()
-    history = gpnat.train(model, problem[:2], iterations=iterations, natgrad=natgrad, batch_size=BATCH,
-                          progress=False)
-    elbo = float(model.elbo(problem[:2]).numpy())
-    return dict(problem=name, gamma=gamma, iterations=iterations, N=len(split.X_train), elbo=elbo,
-                recoveries=history.recoveries, seconds=time.perf_counter() - t0,
-                valid=bool(model.q.is_valid().numpy()) and bool(np.isfinite(elbo)))
+    setting = {"adam": "adam", "warm-up": "default"}.get(gamma) or float(gamma)
+    record = run(problem, "mean_cholesky", "natural", setting, "minibatch", iterations,
+                 "adam" if gamma == "adam" else "fused")
+    return dict(record, problem=name, gamma=gamma, N=len(split.X_train))
 
 
 def gaussian_report(runs):
