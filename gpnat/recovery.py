@@ -26,6 +26,7 @@ The last good state is the state at the start of the last iteration whose loss
 and gradients were found acceptable; keeping a copy costs one copy of the
 variables per iteration, no extra evaluation.
 """
+import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -75,9 +76,18 @@ class Recovery:
     :param noise_smoothing: weight of the old spread in its average.
     :param check_proposal: evaluate the loss at the natural step's proposal on
         the same batch and roll back when it is not finite or rises.
-        ``None`` (default) checks where it is free: in alternating mode, whose
-        Adam half evaluates the loss there anyway. In fused mode it costs one
-        more loss evaluation per iteration.
+        ``True`` checks every iteration, ``False`` never. ``None`` (default)
+        checks where it is free, in alternating mode, whose Adam half
+        evaluates the loss there anyway; and in fused and natural-only mode
+        on minibatches, at the iterations whose γ (after recovery's factor)
+        is at least ``proposal_check_gamma``, where it costs one more loss
+        evaluation. Chosen by ``benchmarks/bench_robustness.py``: on
+        minibatches at γ = 1 the check turned a run that ended 800 nats
+        below Adam-only into one level with it; on full batches, and at
+        γ ≤ 0.1 (the default schedules), it changed little or nothing for
+        about 16 % more time per iteration (see ROBUSTNESS.md).
+    :param proposal_check_gamma: the γ from which ``check_proposal=None``
+        checks in fused and natural-only mode on minibatches.
     :param proposal_rtol: the rise allowed at the proposal, relative to
         max(abs(loss), 1).
     """
@@ -90,6 +100,7 @@ class Recovery:
     noise: float = 20.0
     noise_smoothing: float = 0.99
     check_proposal: Optional[bool] = None
+    proposal_check_gamma: float = 0.5
     proposal_rtol: float = 1e-3
 
     def __post_init__(self):
@@ -106,6 +117,9 @@ class Recovery:
         for name in ("smoothing", "noise_smoothing"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"Recovery.{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if not (self.proposal_check_gamma >= 0.0 and math.isfinite(self.proposal_check_gamma)):
+            raise ValueError(
+                f"Recovery.proposal_check_gamma must be finite and non-negative, got {self.proposal_check_gamma!r}")
         if not self.proposal_rtol >= 0.0:
             raise ValueError(f"Recovery.proposal_rtol must be non-negative, got {self.proposal_rtol!r}")
 

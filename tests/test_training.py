@@ -465,6 +465,8 @@ def test_unfinished_saves_are_cleaned_up_at_the_next_start(tmp_path):
         (dict(patience=0), "patience"),
         (dict(max_consecutive=1.5), "max_consecutive"),
         (dict(collapse=0.0), "collapse"),
+        (dict(proposal_check_gamma=-1.0), "proposal_check_gamma"),
+        (dict(proposal_check_gamma=float("inf")), "proposal_check_gamma"),
     ],
 )
 def test_bad_recovery_settings(kwargs, match):
@@ -545,3 +547,54 @@ def test_bad_steps_per_call(rng, value):
         gpnat.train(model, data, iterations=3, progress=False, steps_per_call=value)
     for a, b in zip(model.trainable_variables, before):
         np.testing.assert_array_equal(a.numpy(), b)
+
+
+# ------------------------------------------------------------------ the loss check at the proposal
+@pytest.mark.parametrize(
+    "gamma, batch_size, kwargs, evaluations",
+    [
+        (1.0, 20, dict(), 2),  # default: checked on minibatches at γ ≥ 0.5 ...
+        (1.0, 20, dict(adam_lr=None), 2),  # ... in natural-only mode too
+        (0.1, 20, dict(), 1),  # ... not at small γ
+        (1.0, None, dict(), 1),  # ... nor on the full batch
+        (1.0, 20, dict(recovery=gpnat.Recovery(proposal_check_gamma=2.0)), 1),
+        (0.1, 20, dict(recovery=gpnat.Recovery(check_proposal=True)), 2),
+        (1.0, 20, dict(recovery=gpnat.Recovery(check_proposal=False)), 1),
+        (0.1, None, dict(fused=False), 2),  # alternating: the Adam half evaluates there anyway
+    ],
+)
+def test_where_the_loss_is_checked_at_the_proposal(rng, gamma, batch_size, kwargs, evaluations):
+    """Fused and natural-only steps check the proposal where ROBUSTNESS.md found it worth its cost."""
+    model, data = _model(rng)
+    calls = []
+    original = model.training_loss
+    model.training_loss = lambda batch: (calls.append(1), original(batch))[1]
+    try:
+        # two iterations: after a rollback γ is halved once, to 0.5, still checked
+        gpnat.train(model, data, iterations=2, natgrad=gpnat.NaturalGradient(gamma), batch_size=batch_size,
+                    progress=False, compile=False, **kwargs)
+    finally:
+        del model.training_loss
+    assert len(calls) == 2 * evaluations
+
+
+def test_the_conditional_check_compiled_matches_eager():
+    """γ crosses 0.5 mid-run: the in-graph condition checks the same iterations as eager Python."""
+    runs = []
+    for compiled in (False, True):
+        rng = np.random.default_rng(2)
+        X, Y = regression_data(rng, N=N)
+        Y[::7] += 40.0  # gross outliers under a Student-t likelihood
+        model = gpnat.SVGP(make_kernel(), gpflow.likelihoods.StudentT(scale=0.1, df=3.0), X[:M].copy(),
+                           num_data=N)
+        history = gpnat.train(model, (X, Y), iterations=40, batch_size=20, seed=3, progress=False,
+                              natgrad=gpnat.NaturalGradient(schedules.LogLinear(0.05, 1.0, 20)),
+                              compile=compiled)
+        runs.append((model, history))
+    (m1, h1), (m2, h2) = runs
+    assert h1.mode == "fused" and h2.num_traces == 1
+    assert 4 in h1.failure  # a proposal whose loss rose was rolled back
+    assert h2.failure == h1.failure and h2.scale == h1.scale
+    np.testing.assert_allclose(h2.elbo, h1.elbo, rtol=1e-12)
+    for a, b in zip(m1.trainable_variables, m2.trainable_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-14)

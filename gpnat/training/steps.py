@@ -63,6 +63,7 @@ class Parts:
     counter: tf.Variable  #: iterations run (int64)
     takes_data: bool = True  #: False for a gpflow model that holds its data (``training_loss()``)
     strategy: Optional[tf.distribute.Strategy] = None  #: data-parallel replicas, or None
+    check_from_gamma: float = 0.0  #: fused / natural-only: check only at iterations with γ ≥ this
 
     def loss(self, batch) -> tf.Tensor:
         """The model's training loss on the batch (on this device; see :func:`_loss`)."""
@@ -122,11 +123,20 @@ def _adam(p: Parts, grads, failure) -> None:
     _when(tf.equal(failure, 0), apply)
 
 
-def _check_proposal(p: Parts, batch, loss, failure):
-    """One more loss evaluation at the proposal, where asked for."""
+def _check_proposal(p: Parts, batch, loss, failure, gamma):
+    """One more loss evaluation at the proposal, where asked for (and γ ≥ ``check_from_gamma``)."""
     if not p.check_proposal:
         return failure
-    return _fail_unless(failure, p.guard.proposal_acceptable(_loss(p, batch), loss), 4)
+
+    def check():
+        return _fail_unless(failure, p.guard.proposal_acceptable(_loss(p, batch), loss), 4)
+
+    if p.check_from_gamma <= 0.0:
+        return check()
+    wanted = gamma >= tf.cast(p.check_from_gamma, gamma.dtype)
+    if tf.executing_eagerly():
+        return check() if bool(wanted) else failure
+    return tf.cond(wanted, check, lambda: tf.identity(failure))
 
 
 def _end(p: Parts, loss, failure, gamma, rejections, blame_adam) -> StepResult:
@@ -168,7 +178,7 @@ def fused(p: Parts, X, Y) -> StepResult:
     n = len(p.q_vars)
     loss, grads, failure = _begin(p, batch, p.q_vars + p.adam_vars)
     failure, gamma, rejections = _natural(p, grads[:n], failure)
-    failure = _check_proposal(p, batch, loss, failure)
+    failure = _check_proposal(p, batch, loss, failure, gamma)
     _adam(p, grads[n:], failure)
     return _end(p, loss, failure, gamma, rejections, p.guard.consecutive > 0)
 
@@ -178,7 +188,7 @@ def natgrad_only(p: Parts, X, Y) -> StepResult:
     batch = (X, Y)
     loss, grads, failure = _begin(p, batch, p.q_vars)
     failure, gamma, rejections = _natural(p, grads, failure)
-    failure = _check_proposal(p, batch, loss, failure)
+    failure = _check_proposal(p, batch, loss, failure, gamma)
     return _end(p, loss, failure, gamma, rejections, tf.constant(False))
 
 
