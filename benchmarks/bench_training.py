@@ -33,6 +33,10 @@ median over repeats of a block's time per iteration. gpflow loops are traced
 and warmed once. A gpnat block is one ``train`` call of 1 + k iterations
 (its first compiled call runs the first iteration and includes tracing) and
 its time per iteration is (History.time[-1] − History.time[0]) / k.
+Blocks last ``--seconds`` (default 1.5): with 0.5 s, cells at M ≥ 500 held
+3 to 5 iterations per block and their ratios moved by up to 40 % between
+runs on the same machine (e.g. gpnat-fused / gpflow-adam at M = 500,
+B = 256, float64: 1.64 in one run, 1.15 in the next).
 
 Peak memory: TensorFlow's allocator statistics on the device
 (``tf.config.experimental.get_memory_info``), reset before the first block of
@@ -394,7 +398,7 @@ def main(argv=None):
     p.add_argument("--configs", default=",".join(CONFIGS), help="subset of " + ", ".join(CONFIGS))
     p.add_argument("--num-data", type=int, default=20000, help="N of the timing problem (>= every batch)")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--seconds", type=float, default=0.5, help="target seconds per block (sets iterations)")
+    p.add_argument("--seconds", type=float, default=1.5, help="target seconds per block (sets iterations)")
     p.add_argument("--max-work", type=float, default=0,
                    help="skip cells with M^2 * batch above this (0: none), to keep a CPU run short")
     p.add_argument("--memory-scaling", default="", help="N values, e.g. 1e5,1e6,1e7 (one process each)")
