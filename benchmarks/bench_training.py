@@ -34,9 +34,9 @@ and warmed once. A gpnat block is one ``train`` call of 1 + k iterations
 (its first compiled call runs the first iteration and includes tracing) and
 its time per iteration is (History.time[-1] − History.time[0]) / k.
 Blocks last ``--seconds`` (default 1.5): with 0.5 s, cells at M ≥ 500 held
-3 to 5 iterations per block and their ratios moved by up to 40 % between
-runs on the same machine (e.g. gpnat-fused / gpflow-adam at M = 500,
-B = 256, float64: 1.64 in one run, 1.15 in the next).
+3 to 5 iterations per block, and their ratios moved by up to 40 % between
+runs on the same machine (gpnat-fused / gpflow-adam at M = 500, B = 256,
+float64: 1.64 with 0.5 s blocks of 5 iterations, 1.19 with 1.5 s blocks of 28).
 
 Peak memory: TensorFlow's allocator statistics on the device
 (``tf.config.experimental.get_memory_info``), reset before the first block of
