@@ -206,21 +206,21 @@ def train(
         counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_iteration")
     mode = _mode_name(natgrad, adam, fused)
     policy = NO_RECOVERY if recovery is None else recovery
-    check_proposal, check_from_gamma = policy.check_proposal, 0.0
-    if check_proposal is None:
-        # free in alternating mode (its Adam half evaluates there anyway); elsewhere on
-        # minibatches at large γ, where bench_robustness found it worth one more evaluation
-        check_proposal = mode == "alternating" or not _full_batch(data, batch_size)
-        if mode != "alternating":
-            check_from_gamma = policy.proposal_check_gamma
+    if natgrad is None or policy.check_proposal is False:
+        check_from_gamma = None
+    elif policy.check_proposal or mode == "alternating":
+        check_from_gamma = 0.0  # every iteration; free in alternating mode (its Adam half evaluates there)
+    elif _full_batch(data, batch_size):
+        check_from_gamma = None
+    else:  # minibatches at large γ, where bench_robustness found it worth one more evaluation
+        check_from_gamma = policy.proposal_check_gamma
     state = list(model.trainable_variables) + (list(adam.variables) if adam is not None else [])
     if natgrad is not None:
         state.append(natgrad.iterations)
     with scope():
         guard = Guard(policy, state)
-    parts = Parts(model, qs, q_vars, adam_vars, natgrad, adam, adam_lr, guard,
-                  bool(check_proposal) and natgrad is not None, counter, takes_data, strategy,
-                  check_from_gamma)
+    parts = Parts(model, qs, q_vars, adam_vars, natgrad, adam, adam_lr, guard, check_from_gamma, counter,
+                  takes_data, strategy)
     run_chunk, traced = _compiled_loop(parts, STEPS[mode], source, compile, jit_compile)
 
     history = History(mode=mode)

@@ -59,11 +59,12 @@ class Parts:
     adam: Optional[tf.Module]  #: a built tf_keras Adam, or None
     adam_lr: Optional[float]
     guard: Guard
-    check_proposal: bool  #: roll back when the loss at the proposal rises (same batch)
+    #: roll back when the loss at the proposal rises (same batch), at iterations with γ ≥ this
+    #: (0: every iteration; None: never)
+    check_from_gamma: Optional[float]
     counter: tf.Variable  #: iterations run (int64)
     takes_data: bool = True  #: False for a gpflow model that holds its data (``training_loss()``)
     strategy: Optional[tf.distribute.Strategy] = None  #: data-parallel replicas, or None
-    check_from_gamma: float = 0.0  #: fused / natural-only: check only at iterations with γ ≥ this
 
     def loss(self, batch) -> tf.Tensor:
         """The model's training loss on the batch (on this device; see :func:`_loss`)."""
@@ -124,8 +125,8 @@ def _adam(p: Parts, grads, failure) -> None:
 
 
 def _check_proposal(p: Parts, batch, loss, failure, gamma):
-    """One more loss evaluation at the proposal, where asked for (and γ ≥ ``check_from_gamma``)."""
-    if not p.check_proposal:
+    """One more loss evaluation at the proposal, at iterations with γ ≥ ``check_from_gamma``."""
+    if p.check_from_gamma is None:
         return failure
 
     def check():
@@ -162,7 +163,7 @@ def alternating(p: Parts, X, Y) -> StepResult:
     loss, grads, failure = _begin(p, batch, p.q_vars)
     failure, gamma, rejections = _natural(p, grads, failure)
     loss_at, hyper_grads = _loss_and_grads(p, batch, p.adam_vars)
-    if p.check_proposal:
+    if p.check_from_gamma is not None:  # 0 here: alternating mode checks every iteration
         fine = p.guard.proposal_acceptable(loss_at, loss, hyper_grads)
     else:
         fine = _all_finite([loss_at] + list(hyper_grads))
