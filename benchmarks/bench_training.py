@@ -260,6 +260,13 @@ def ratio(cell, a, b):
     return ca["median_ms"] / cb["median_ms"]
 
 
+def paired_ratios(cell, a, b):
+    """a / b within each repeat (their blocks ran back to back in one round), or [] if a repeat is missing."""
+    ra = cell["configs"].get(a, {}).get("repeats_ms") or []
+    rb = cell["configs"].get(b, {}).get("repeats_ms") or []
+    return [x / y for x, y in zip(ra, rb)] if ra and len(ra) == len(rb) else []
+
+
 # ---------------------------------------------------------------------- memory in N
 def memory_child(N: int, iterations: int) -> dict:
     set_precision("float64")
@@ -345,23 +352,29 @@ def render(cells, scaling, meta):
         k = next((e.get("iterations") for e in c["configs"].values() if "iterations" in e), None)
         L.append("| " + " | ".join(row + [str(k)]) + " |")
     L += ["", "## Ratios against the targets", "",
-          "Targets hold at every M ≤ 1000 with batch ≥ 256; cells with M > 1000 are reported, not judged.", ""]
+          "Targets hold at every M ≤ 1000 with batch ≥ 256; cells with M > 1000 are reported, not judged. "
+          "Each cell: the ratio of the medians above, judged against the target, and in brackets the "
+          "lowest and highest of the per-repeat ratios (the two blocks of one repeat ran in the same "
+          "round): how much the ratio moves from round to round on this machine.", ""]
     L += ["| dtype | M | batch | " + " | ".join(f"{a} / {b} (≤ {t})" for a, b, t in TARGETS) + " |",
           "|" + "---|" * (len(TARGETS) + 3)]
-    met = {t: [0, 0] for t in range(len(TARGETS))}
+    met = {t: [0, 0, 0] for t in range(len(TARGETS))}  # met, judged, missed but met in some repeat
     for c in cells:
         if c.get("skipped"):
             continue
         row = [c["dtype"], str(c["M"]), str(c["batch"])]
         for i, (a, b, t) in enumerate(TARGETS):
-            r = ratio(c, a, b)
+            r, per_repeat = ratio(c, a, b), paired_ratios(c, a, b)
             judged = c["M"] <= 1000 and c["batch"] >= 256 and r is not None
             if judged:
                 met[i][1] += 1
                 met[i][0] += r <= t
-            row.append(fmt(r, ".2f") + ("" if not judged else (" ✓" if r <= t else " ✗")))
+                met[i][2] += r > t and bool(per_repeat) and min(per_repeat) <= t
+            spread = f" ({min(per_repeat):.2f}–{max(per_repeat):.2f})" if per_repeat else ""
+            row.append(fmt(r, ".2f") + ("" if not judged else (" ✓" if r <= t else " ✗")) + spread)
         L.append("| " + " | ".join(row) + " |")
-    L += ["", "Met: " + "; ".join(f"{a} / {b} ≤ {t} in {met[i][0]} of {met[i][1]} cells"
+    L += ["", "Met: " + "; ".join(f"{a} / {b} ≤ {t} in {met[i][0]} of {met[i][1]} cells "
+                                  f"(of the others, {met[i][2]} met it in at least one repeat)"
                                   for i, (a, b, t) in enumerate(TARGETS)) + ".", ""]
     L += ["## Peak memory during a block (MiB above what was allocated before it)", "",
           "| dtype | M | batch | " + " | ".join(CONFIGS) + " |", "|" + "---|" * (len(CONFIGS) + 3)]
