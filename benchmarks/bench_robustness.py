@@ -386,6 +386,14 @@ def refit_summary(cells):
              f"({len(below)} pairs), it stayed below after refitting in {len(stays)}: there the gap lies in "
              "the hyperparameters the two trainings reached, not in q(u). *lengthscale*: the geometric mean "
              "of the kernel's lengthscales at the end."]
+    shorter = []
+    for lr in ADAM_LRS:
+        mine = [(a, d) for a, d in pairs if a["adam_lr"] == lr]
+        mine_below = [(a, d) for a, d in mine if d["elbo"] < a["elbo"] - 1e-6]
+        shorter.append(f"at {lr} in {sum(d['lengthscale'] < a['lengthscale'] for a, d in mine)} of {len(mine)} "
+                       f"pairs ({sum(d['lengthscale'] < a['lengthscale'] for a, d in mine_below)} of the "
+                       f"{len(mine_below)} where the default ended below Adam-only)")
+    lines += ["", "The default training's lengthscales ended shorter than Adam-only's " + "; ".join(shorter) + "."]
     return lines
 
 
