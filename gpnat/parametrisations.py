@@ -230,33 +230,36 @@ class MeanCholesky(Parametrisation):
 
         With Q = P + Pᵀ, P = Φ(Lᵀ ∇_L L) (so that 2 ∂L/∂η₂ = L⁻ᵀ Q L⁻¹), the new
         precision is Λ' = Λ + 2γ ∂L/∂η₂ = L⁻ᵀ (I + γQ) L⁻¹. With
-        (I + γQ)⁻¹ = R Rᵀ (:func:`~gpnat.gaussian.reverse_cholesky`), the new
-        factor is L' = L R (a product of lower triangles) and the new mean is
-        m' = L' Rᵀ t with t = Lᵀθ₁' = L⁻¹m − γ (Lᵀ∇_m − Q L⁻¹m).
-        Per γ: one Cholesky and one triangular solve. If I + γQ is
+        I + γQ = V Vᵀ, V upper triangular (a Cholesky of the reversed matrix,
+        as in :func:`~gpnat.gaussian.reverse_cholesky`), (I + γQ)⁻¹ = R Rᵀ
+        with R = V⁻ᵀ lower, so the new factor is L' = L R = (V⁻¹ Lᵀ)ᵀ and the
+        new mean is m' = L' Rᵀ t = L' V⁻¹ t with
+        t = Lᵀθ₁' = L⁻¹m − γ (Lᵀ∇_m − Q L⁻¹m).
+        Per γ: one Cholesky and one triangular solve, whose operands are all
+        triangular (:func:`~gpnat.gaussian.solve_upper_triangular`; P comes from
+        :func:`~gpnat.gaussian.lower_of_transpose_product`). If I + γQ is
         not positive definite the result is NaN, so the proposal is invalid.
         """
         if not coordinates.is_natural:
             return None
         L = tf.linalg.band_part(xi_2, -1, 0)
         grad_L = tf.linalg.band_part(grad_2, -1, 0)
-        P = _phi(tf.linalg.matmul(L, grad_L, transpose_a=True))
+        P = _phi(gaussian.lower_of_transpose_product(L, grad_L))
         Q = P + tf.linalg.adjoint(P)
         m = gaussian._col_to_batch(xi_1)
         a = tf.linalg.triangular_solve(L, m, lower=True)  # L⁻¹ m = Lᵀ θ₁
         c = tf.linalg.matmul(L, gaussian._col_to_batch(grad_1), transpose_a=True) - tf.linalg.matmul(Q, a)
         eye = tf.eye(tf.shape(L)[-1], batch_shape=tf.shape(L)[:-2], dtype=L.dtype)
-        flip = lambda A: tf.reverse(A, axis=[-2])  # noqa: E731  (J A: rows reversed)
-        JLt = flip(tf.linalg.adjoint(L))
+        Lt = tf.linalg.adjoint(L)
+        reverse = lambda A: tf.reverse(A, axis=[-2, -1])  # noqa: E731  (J A J)
 
         def step(gamma):
-            # R = J U⁻ᵀ J with U = chol(J (I + γQ) J), so L' = L R = (J U⁻¹ J Lᵀ)ᵀ and
-            # Rᵀ t = J U⁻¹ J t: two triangular solves against U, no explicit R
-            U = tf.linalg.cholesky(tf.reverse(eye + gamma * Q, axis=[-2, -1]))
-            L_new = tf.linalg.adjoint(flip(tf.linalg.triangular_solve(U, JLt, lower=True)))
-            Rt_t = flip(tf.linalg.triangular_solve(U, flip(a - gamma * c), lower=True))
-            m_new = tf.linalg.matmul(L_new, Rt_t)
-            return gaussian._batch_to_col(m_new), tf.linalg.band_part(L_new, -1, 0)
+            # V = J chol(J (I + γQ) J) J is upper with V Vᵀ = I + γQ; L'ᵀ = V⁻¹ Lᵀ and Rᵀ t = V⁻¹ t
+            V = reverse(tf.linalg.cholesky(reverse(eye + gamma * Q)))
+            L_new_t = gaussian.solve_upper_triangular(V, Lt)
+            Rt_t = tf.linalg.triangular_solve(V, a - gamma * c, lower=False)
+            m_new = tf.linalg.matmul(L_new_t, Rt_t, transpose_a=True)
+            return gaussian._batch_to_col(m_new), tf.linalg.band_part(tf.linalg.adjoint(L_new_t), -1, 0)
 
         return step
 

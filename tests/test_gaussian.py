@@ -108,3 +108,36 @@ def test_symmetric_inputs_are_symmetrised(rng):
 def test_shapes_are_checked():
     with pytest.raises(Exception, match="q_sqrt|shape"):
         gaussian.meanchol_to_natural(np.zeros((3, 1)), np.eye(4)[None])
+
+
+def _upper(rng, L, M):
+    """Well-conditioned upper-triangular matrices [L, M, M]: diagonal in [1, 2], small off-diagonal."""
+    U = np.triu(rng.normal(size=(L, M, M)), 1) / np.sqrt(M)
+    return U + np.eye(M) * rng.uniform(1.0, 2.0, size=(L, 1, M))
+
+
+@pytest.mark.parametrize("M", [5, gaussian.SPLIT_FROM - 1, gaussian.SPLIT_FROM, 2 * gaussian.SPLIT_FROM + 5])
+def test_blocked_triangular_product_and_solve_match_dense(rng, M):
+    """Split into blocks (one level from SPLIT_FROM, two at 2·SPLIT_FROM + 5, odd halves) or not."""
+    A = np.swapaxes(_upper(rng, 2, M), 1, 2) * rng.choice([-1.0, 1.0], size=(2, 1, M))
+    B = np.tril(rng.normal(size=(2, M, M)))
+    product = gaussian.lower_of_transpose_product(A, B).numpy()
+    expected = np.tril(np.swapaxes(A, 1, 2) @ B)
+    np.testing.assert_allclose(product, expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max())
+    np.testing.assert_array_equal(np.triu(product, 1), 0.0)
+
+    V, W = _upper(rng, 2, M), np.triu(rng.normal(size=(2, M, M)))
+    solved = gaussian.solve_upper_triangular(V, W).numpy()
+    np.testing.assert_allclose(V @ solved, W, rtol=1e-11, atol=1e-11 * np.abs(W).max())
+    np.testing.assert_array_equal(np.tril(solved, -1), 0.0)
+    # only the upper triangles are read
+    junk = np.tril(rng.normal(size=(2, M, M)), -1)
+    np.testing.assert_array_equal(gaussian.solve_upper_triangular(V + junk, W + junk).numpy(), solved)
+
+
+def test_reverse_cholesky_of_a_large_matrix(rng):
+    M = gaussian.SPLIT_FROM + 16
+    A = _spd(rng, 1, M, cond=100.0)
+    R = gaussian.reverse_cholesky(A).numpy()
+    np.testing.assert_array_equal(np.triu(R, 1), 0.0)
+    np.testing.assert_allclose(R @ np.swapaxes(R, 1, 2) @ A, np.eye(M)[None], atol=1e-9)

@@ -377,6 +377,23 @@ def test_closed_form_steps_equal_the_general_route(rng, parametrisation, coordin
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11)
 
 
+def test_closed_form_step_of_a_large_q_equals_the_general_route(rng):
+    """From gaussian.SPLIT_FROM inducing points on, the mean/Cholesky step works on triangular blocks."""
+    from gpnat.natgrad import convert, natural_direction
+    from gpnat.parametrisations import MeanCholesky, Natural
+
+    Mt = gpnat.gaussian.SPLIT_FROM + 10
+    xi = [tf.constant(t) for t in random_meanchol(rng, Mt, 1, scale=0.5, jitter=0.7)]
+    grads = [tf.constant(rng.normal(size=(Mt, 1))),
+             tf.constant(np.tril(rng.normal(size=(1, Mt, Mt))) / Mt)]
+    gamma = 0.3
+    closed = MeanCholesky().natural_step(Natural(), *xi, *grads)(gamma)
+    zeta, direction = natural_direction(MeanCholesky(), xi, grads, Natural(), closed_form=False)
+    general = convert(Natural(), MeanCholesky(), [z - gamma * d for z, d in zip(zeta, direction)])
+    for c, g in zip(closed, general):
+        np.testing.assert_allclose(c.numpy(), g.numpy(), rtol=1e-8, atol=1e-10 * np.abs(g.numpy()).max())
+
+
 @pytest.mark.parametrize("closed_form", [True, False], ids=["closed-form", "autodiff"])
 def test_expectation_gradient_and_natural_tangent_factor_the_natural_gradient(rng, parametrisation, closed_form):
     """natgrad_ξ = natural_tangent(expectation_gradient(∇_ξ)), each factor checked against the other route."""
