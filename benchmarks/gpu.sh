@@ -4,7 +4,11 @@
 # bare gpflow loops interleaved in the same run, peak device memory, and memory
 # against N up to 1e7. One prepared script: about 20-40 minutes on one GPU.
 #
-#   benchmarks/gpu.sh [OUTPUT_DIR]        (default: benchmarks/gpu)
+#   benchmarks/gpu.sh [OUTPUT_DIR] [full|quick]     (default: benchmarks/gpu full)
+#
+# "quick" fits a short lease (a few minutes): M in {100, 1000}, batch in
+# {1000, 10000}, float32 and float64, no memory-against-N runs; it still gives
+# every ratio and the ms per iteration at M = 1000, batch 1e4.
 #
 # Writes OUTPUT_DIR/RESULTS.md, results.json and nvidia-smi.txt (the card).
 # Needs TensorFlow with GPU support: an existing .venv (make install), or
@@ -13,6 +17,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-benchmarks/gpu}
+SIZE=${2:-full}
+case "$SIZE" in
+    full) MATRIX=(--M 20,50,100,200,500,1000,2000,5000 --batch 256,1000,10000,100000 --memory-scaling 1e5,1e6,1e7) ;;
+    quick) MATRIX=(--M 100,1000 --batch 1000,10000) ;;
+    *) echo "size must be full or quick, got $SIZE" >&2; exit 2 ;;
+esac
 PY=${PYTHON:-.venv/bin/python}
 if [ ! -x "$PY" ] && [ -z "${PYTHON:-}" ]; then
     python3 -m venv .venv
@@ -26,7 +36,6 @@ fi
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/nvidia-smi.txt" 2>&1 || true
 export PYTHONUNBUFFERED=1
-"$PY" benchmarks/bench_training.py \
-    --M 20,50,100,200,500,1000,2000,5000 --batch 256,1000,10000,100000 --dtype float64,float32 \
-    --num-data 200000 --repeats 3 --seconds 0.3 --memory-scaling 1e5,1e6,1e7 --iterations 200 \
+"$PY" benchmarks/bench_training.py "${MATRIX[@]}" --dtype float64,float32 \
+    --num-data 200000 --repeats 3 --seconds 0.3 --iterations 200 \
     --output "$OUT/RESULTS.md" --json "$OUT/results.json"
