@@ -8,8 +8,8 @@ regression problem (N = ``--num-data`` points in D = 8 dimensions,
 y = Σ_d sin(x_d) + noise with a fixed seed; ``gpnat.SVGP`` with an ARD
 SquaredExponential kernel, Gaussian likelihood, Z the first M points, float64;
 global batch ``--batch``) with ``gpnat.train``'s defaults (for this Gaussian
-likelihood: fused, γ = 1, recovery on, ``steps_per_call="auto"``, minibatches
-drawn in-graph) twice:
+likelihood on minibatches: fused, the warm-up schedule, recovery on,
+``steps_per_call="auto"``, minibatches drawn in-graph) twice:
 
 ``single``
     no strategy: one device (``/cpu:0``), as everyone trains today;
@@ -55,10 +55,8 @@ Writes ``--output`` (Markdown) and ``--json`` (every repeat). A benchmark,
 never a timed test. Run ``.venv/bin/python benchmarks/bench_distributed.py --help``.
 """
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -73,7 +71,7 @@ if str(ROOT) not in sys.path:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402  (the children import TensorFlow themselves, after their device set-up)
-from machine import cpu_model, fmt, git_state  # noqa: E402
+from machine import fmt, git_state, report_header  # noqa: E402
 from problem import D, make_data  # noqa: E402
 
 RESULT = "RESULT "  # a child's last line: RESULT {json}
@@ -471,19 +469,14 @@ def main(argv=None):
     done = [r for r in replica_runs if "error" not in r] + (workers or {}).get("results", [])
     cores = os.cpu_count() or 1
     meta = {
-        "command": "`" + " ".join(["benchmarks/bench_distributed.py"] + list(argv if argv is not None
-                                                                            else sys.argv[1:])) + "`",
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cpu": cpu_model(),
-        "cores": f"{cores} logical (affinity {len(os.sched_getaffinity(0))})",
+        **report_header("bench_distributed.py", argv),
         "accelerator": "none used (CUDA_VISIBLE_DEVICES empty in every child process)",
-        "python": platform.python_version(),
         "tensorflow": done[0]["tensorflow"] if done else "unknown",
         "gpflow": done[0]["gpflow"] if done else "unknown",
         "gpnat_source": git_state(),
         "problem": f"synthetic regression, N = {args.num_data}, D = {D}, seed 0, float64; gpnat.SVGP, ARD "
-                   f"SquaredExponential, Gaussian likelihood; global batch {args.batch}; gpnat.train defaults "
-                   "(fused, gamma 1, Adam lr 0.01)",
+                   f"SquaredExponential, Gaussian likelihood; global batch {args.batch}; gpnat.train's defaults "
+                   "(on minibatches: fused, the warm-up schedule, train's default Adam learning rate)",
         "loadavg": f"{loads(load_start)} at the start, {loads(os.getloadavg())} at the end (1 / 5 / 15 min)",
         "wall_s": f"{time.perf_counter() - t0:.0f}",
     }

@@ -51,10 +51,8 @@ Writes ``--output`` (Markdown) and ``--json``. A benchmark, never a timed test.
 Run ``.venv/bin/python benchmarks/bench_training.py --help``.
 """
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -71,7 +69,7 @@ import gpflow  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from gpflow.keras import tf_keras  # noqa: E402
-from machine import cpu_model, fmt, git_state  # noqa: E402
+from machine import fmt, git_state, report_header  # noqa: E402
 from problem import D, make_data  # noqa: E402
 
 import gpnat  # noqa: E402
@@ -449,13 +447,8 @@ def main(argv=None):
                 cells.append(bench_cell(M, B, dtype, X, Y, configs, args.repeats, args.seconds, log))
     scaling = memory_scaling([int(float(n)) for n in args.memory_scaling.split(",") if n], args.iterations, log)
     meta = {
-        "command": "`" + " ".join(["benchmarks/bench_training.py"] + list(argv if argv is not None
-                                                                         else sys.argv[1:])) + "`",
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cpu": cpu_model(),
-        "cores": f"{os.cpu_count()} logical (affinity {len(os.sched_getaffinity(0))})",
+        **report_header("bench_training.py", argv),
         "accelerator": accelerator(),
-        "python": platform.python_version(),
         "tensorflow": tf.__version__,
         "gpflow": gpflow.__version__,
         "gpnat_source": git_state(),

@@ -15,10 +15,8 @@ Writes ``benchmarks/TRIANGULAR.md`` and ``benchmarks/triangular.json``.
 A benchmark, never a timed test. Run ``.venv/bin/python benchmarks/bench_triangular.py``.
 """
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -32,7 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from machine import cpu_model, git_state  # noqa: E402
+from machine import git_state, report_header  # noqa: E402
 
 from gpnat import gaussian  # noqa: E402
 from gpnat.parametrisations import MeanCholesky, Natural  # noqa: E402
@@ -124,12 +122,7 @@ def main(argv=None):
             print(", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in rows[-1].items()),
                   flush=True)
     meta = {
-        "command": "`" + " ".join(["benchmarks/bench_triangular.py"] + list(argv if argv is not None
-                                                                           else sys.argv[1:])) + "`",
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cpu": cpu_model(),
-        "cores": f"{os.cpu_count()} logical (affinity {len(os.sched_getaffinity(0))})",
-        "python": platform.python_version(),
+        **report_header("bench_triangular.py", argv),
         "tensorflow": tf.__version__,
         "gpnat_source": git_state(),
         "SPLIT_FROM in this code": gaussian.SPLIT_FROM,

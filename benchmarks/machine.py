@@ -1,6 +1,9 @@
 """What every benchmark report records about where and on what code it ran (no TensorFlow import)."""
+import datetime
+import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,3 +33,15 @@ def git_state() -> str:
 
 def fmt(x, spec=".3g") -> str:
     return "–" if x is None else format(x, spec)
+
+
+def report_header(script: str, argv=None) -> dict:
+    """The first fields of every report: the command that wrote it, when, and on which processor."""
+    args = list(argv if argv is not None else sys.argv[1:])
+    return {
+        "command": "`" + " ".join([f"benchmarks/{script}"] + args) + "`",
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "cores": f"{os.cpu_count()} logical (affinity {len(os.sched_getaffinity(0))})",
+        "python": platform.python_version(),
+    }
