@@ -369,14 +369,19 @@ def lr_report(lr_runs, iterations):
     return lines + [""]
 
 
+def _below(adam, default, field="elbo"):
+    """Did the default training end below Adam-only (beyond round-off)?"""
+    return default[field] < adam[field] - 1e-6
+
+
 def refit_summary(cells):
     """Where the default ended below Adam-only: is the gap in q(u) or in the hyperparameters?"""
     pairs = [(runs[("adam", lr)], runs[("default", lr)]) for runs in cells.values() for lr in ADAM_LRS
              if "elbo_refit" in runs.get(("adam", lr), {}) and "elbo_refit" in runs.get(("default", lr), {})]
     if not pairs:
         return []
-    below = [(a, d) for a, d in pairs if d["elbo"] < a["elbo"] - 1e-6]
-    stays = [(a, d) for a, d in below if d["elbo_refit"] < a["elbo_refit"] - 1e-6]
+    below = [(a, d) for a, d in pairs if _below(a, d)]
+    stays = [(a, d) for a, d in below if _below(a, d, "elbo_refit")]
     gain = {"adam": max(a["elbo_refit"] - a["elbo"] for a, _ in pairs),
             "default": max(d["elbo_refit"] - d["elbo"] for _, d in pairs)}
     lines = ["", f"*Δ, q(u) refitted*: the same comparison after q(u) alone was refitted at each run's final "
@@ -389,7 +394,7 @@ def refit_summary(cells):
     shorter = []
     for lr in ADAM_LRS:
         mine = [(a, d) for a, d in pairs if a["adam_lr"] == lr]
-        mine_below = [(a, d) for a, d in mine if d["elbo"] < a["elbo"] - 1e-6]
+        mine_below = [(a, d) for a, d in mine if _below(a, d)]
         shorter.append(f"at {lr} in {sum(d['lengthscale'] < a['lengthscale'] for a, d in mine)} of {len(mine)} "
                        f"pairs ({sum(d['lengthscale'] < a['lengthscale'] for a, d in mine_below)} of the "
                        f"{len(mine_below)} where the default ended below Adam-only)")

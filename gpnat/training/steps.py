@@ -72,13 +72,16 @@ class Parts:
 
 
 # ----------------------------------------------------------------- helpers
+def _cond(condition, true_fn, false_fn):
+    """``true_fn()`` where ``condition`` holds, else ``false_fn()``: Python eagerly, ``tf.cond`` in a graph."""
+    if tf.executing_eagerly():
+        return true_fn() if bool(condition) else false_fn()
+    return tf.cond(condition, true_fn, false_fn)
+
+
 def _when(condition, fn) -> None:
     """Run ``fn`` only where ``condition`` holds (eagerly or in a graph)."""
-    if tf.executing_eagerly():
-        if bool(condition):
-            fn()
-        return
-    tf.cond(condition, lambda: (fn(), tf.constant(True))[1], lambda: tf.constant(False))
+    _cond(condition, lambda: (fn(), tf.constant(True))[1], lambda: tf.constant(False))
 
 
 def _fail_unless(failure, ok, code):
@@ -134,10 +137,7 @@ def _check_proposal(p: Parts, batch, loss, failure, gamma):
 
     if p.check_from_gamma <= 0.0:
         return check()
-    wanted = gamma >= tf.cast(p.check_from_gamma, gamma.dtype)
-    if tf.executing_eagerly():
-        return check() if bool(wanted) else failure
-    return tf.cond(wanted, check, lambda: tf.identity(failure))
+    return _cond(gamma >= tf.cast(p.check_from_gamma, gamma.dtype), check, lambda: tf.identity(failure))
 
 
 def _end(p: Parts, loss, failure, gamma, rejections, blame_adam) -> StepResult:
