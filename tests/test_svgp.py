@@ -2,6 +2,7 @@
 import gpflow
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_probability as tfp
 
 import gpnat
@@ -63,6 +64,43 @@ def test_elbo_and_predictions_match_gpflow(parametrisation, case, whiten, rng):
             np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(ours.predict_log_density((X[:7], Y[:7])),
                                ref.predict_log_density((X[:7], Y[:7])), rtol=1e-9)
+
+
+def _gradients(model, data, variables):
+    with tf.GradientTape() as tape:
+        loss = model.training_loss(data)
+    return [g.numpy() for g in tape.gradient(loss, variables)]
+
+
+@pytest.mark.parametrize("whiten", [True, False], ids=["whitened", "unwhitened"])
+@pytest.mark.parametrize("case", ["gaussian-L3", "bernoulli", "heteroscedastic", "large-M"])
+def test_hyperparameter_gradients_match_gpflow(case, whiten, rng):
+    """K_uu is factorised by gaussian.cholesky on gpflow's single-output route: same loss, same gradients
+    with respect to the kernel, the likelihood and Z (large-M: the gradient's blocks are used)."""
+    if case == "large-M":
+        M_ = gpnat.gaussian.CHOLESKY_SPLIT_FROM + 8
+        X = rng.uniform(-3, 3, size=(300, D))
+        Y = np.sin(2 * X[:, :1]) + 0.1 * rng.normal(size=(300, 1))
+        kernel = gpflow.kernels.SquaredExponential(variance=1.3, lengthscales=[0.2, 0.3])  # K_uu well conditioned
+        likelihood, Z, L = gpflow.likelihoods.Gaussian(0.1), X[:M_].copy(), 1
+    else:
+        X, cases = _likelihood_cases(rng)
+        kernel, likelihood, Z, L, Y = cases[case]
+        M_ = M
+    q_mu, q_sqrt = random_meanchol(rng, M_, L, scale=0.5)
+    ours = gpnat.SVGP(kernel, likelihood, Z, num_latent_gps=L, whiten=whiten, num_data=len(X))
+    ours.q.assign_mean_cholesky(q_mu, q_sqrt)
+    ref = gpflow.models.SVGP(kernel, likelihood, Z, num_latent_gps=L, whiten=whiten,
+                             q_mu=q_mu, q_sqrt=q_sqrt, num_data=len(X))
+    assert ours._single_output() == (case != "heteroscedastic")
+    shared = list(kernel.trainable_variables + likelihood.trainable_variables)
+    Z_ours = list(ours.inducing_variable.trainable_variables)
+    Z_ref = list(ref.inducing_variable.trainable_variables)
+    got = _gradients(ours, (X, Y), shared + Z_ours)
+    expected = _gradients(ref, (X, Y), shared + Z_ref)
+    np.testing.assert_allclose(ours.training_loss((X, Y)), ref.training_loss((X, Y)), rtol=1e-10)
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-9 * np.abs(b).max())
 
 
 def test_training_loss_closure_compiled_matches_eager(rng):

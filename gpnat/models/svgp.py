@@ -2,7 +2,12 @@ r"""SVGP: the sparse variational GP with q(u) stored in a pluggable parametrisat
 
 The model maps q(u) to q(f) with gpflow's conditionals and computes the KL with
 gpflow's ``prior_kl``; both read only the mean/Cholesky view of q(u), so they
-are written once for every parametrisation.
+are written once for every parametrisation. Where gpflow would take its
+single-output route (one K_uu for all latent GPs), the model factorises K_uu
+once per ELBO with :func:`gpnat.gaussian.cholesky`, whose reverse mode is
+cheaper than TensorFlow's, and hands the factor to gpflow's
+``base_conditional_with_lm`` and ``gauss_kl``: the same numbers, a faster
+gradient for the hyperparameters.
 
     ELBO = (N / B) Σ_b E_q(f_b)[log p(y_b | f_b)] − KL[q(u) ‖ p(u)]
 """
@@ -12,12 +17,17 @@ import gpflow
 import numpy as np
 import tensorflow as tf
 from check_shapes import check_shapes, inherit_check_shapes
-from gpflow import kullback_leiblers
+from gpflow import covariances, kullback_leiblers
 from gpflow.conditionals import conditional
+from gpflow.conditionals.util import base_conditional_with_lm, expand_independent_outputs
+from gpflow.config import default_jitter
+from gpflow.inducing_variables import InducingVariables
 from gpflow.models import GPModel
 from gpflow.models.training_mixins import ExternalDataTrainingLossMixin
 from gpflow.models.util import inducingpoint_wrapper
+from gpflow.posteriors import IndependentPosteriorSingleOutput, get_posterior_class
 
+from .. import gaussian
 from ..parametrisations import MeanCholesky, Parametrisation
 from ..variational import VariationalGaussian
 
@@ -155,12 +165,28 @@ class SVGP(GPModel, ExternalDataTrainingLossMixin):
     @check_shapes("return: []")
     def prior_kl(self) -> tf.Tensor:
         """KL[q(u) ‖ p(u)], by gpflow's ``prior_kl`` on the mean/Cholesky view."""
-        return self._prior_kl(*self.q.mean_cholesky())
+        return self._prior_kl(*self.q.mean_cholesky(), None if self.whiten else self._kuu_cholesky())
 
-    def _prior_kl(self, q_mu, q_sqrt) -> tf.Tensor:
-        return kullback_leiblers.prior_kl(
-            self.inducing_variable, self.kernel, q_mu, q_sqrt, whiten=self.whiten
-        )
+    def _single_output(self) -> bool:
+        """Would gpflow's conditional take its single-output route (one K_uu ``[M, M]``)?"""
+        kernel, iv = self.kernel, self.inducing_variable
+        base = conditional.dispatch(object, InducingVariables, gpflow.kernels.Kernel, object)
+        return (conditional.dispatch(object, type(iv), type(kernel), object) is base
+                and get_posterior_class(kernel, iv) is IndependentPosteriorSingleOutput)
+
+    def _kuu_cholesky(self) -> Optional[tf.Tensor]:
+        """chol(K_uu + jitter I) ``[M, M]`` on the single-output route, else None (gpflow factorises)."""
+        if not self._single_output():
+            return None
+        Kuu = covariances.Kuu(self.inducing_variable, self.kernel, jitter=default_jitter())
+        return gaussian.cholesky(Kuu)
+
+    def _prior_kl(self, q_mu, q_sqrt, Lm=None) -> tf.Tensor:
+        if Lm is None:
+            return kullback_leiblers.prior_kl(self.inducing_variable, self.kernel, q_mu, q_sqrt, whiten=self.whiten)
+        if self.whiten:
+            return kullback_leiblers.gauss_kl(q_mu, q_sqrt, None)
+        return kullback_leiblers.gauss_kl(q_mu, q_sqrt, K_cholesky=Lm)
 
     @inherit_check_shapes
     def maximum_log_likelihood_objective(self, data) -> tf.Tensor:  # type: ignore[override]
@@ -172,8 +198,9 @@ class SVGP(GPModel, ExternalDataTrainingLossMixin):
         X, Y = self._as_default_float(*data)
         self._check_inputs(X, Y)
         q_mu, q_sqrt = self.q.mean_cholesky()  # converted once, used by the KL and q(f)
-        kl = self._prior_kl(q_mu, q_sqrt)
-        f_mean, f_var = self._conditional(X, q_mu, q_sqrt, full_cov=False, full_output_cov=False)
+        Lm = self._kuu_cholesky()  # factorised once, used by the KL and q(f)
+        kl = self._prior_kl(q_mu, q_sqrt, Lm)
+        f_mean, f_var = self._conditional(X, q_mu, q_sqrt, full_cov=False, full_output_cov=False, Lm=Lm)
         var_exp = self.likelihood.variational_expectations(X, f_mean, f_var, Y)
         if self.num_data is not None:
             scale = tf.cast(self.num_data, kl.dtype) / tf.cast(tf.shape(X)[0], kl.dtype)
@@ -181,17 +208,24 @@ class SVGP(GPModel, ExternalDataTrainingLossMixin):
             scale = tf.cast(1.0, kl.dtype)
         return tf.reduce_sum(var_exp) * scale - kl
 
-    def _conditional(self, X, q_mu, q_sqrt, full_cov: bool, full_output_cov: bool):
-        mu, var = conditional(
-            X,
-            self.inducing_variable,
-            self.kernel,
-            q_mu,
-            q_sqrt=q_sqrt,
-            full_cov=full_cov,
-            white=self.whiten,
-            full_output_cov=full_output_cov,
-        )
+    def _conditional(self, X, q_mu, q_sqrt, full_cov: bool, full_output_cov: bool, Lm=None):
+        """q(f) at X: gpflow's single-output steps with the given chol(K_uu) ``Lm``, else gpflow's conditional."""
+        if Lm is None:
+            mu, var = conditional(
+                X,
+                self.inducing_variable,
+                self.kernel,
+                q_mu,
+                q_sqrt=q_sqrt,
+                full_cov=full_cov,
+                white=self.whiten,
+                full_output_cov=full_output_cov,
+            )
+        else:
+            Kmn = covariances.Kuf(self.inducing_variable, self.kernel, X)  # [M, N]
+            Knn = self.kernel(X, full_cov=full_cov)
+            mu, var = base_conditional_with_lm(Kmn, Lm, Knn, q_mu, full_cov=full_cov, q_sqrt=q_sqrt, white=self.whiten)
+            var = expand_independent_outputs(var, full_cov, full_output_cov)
         return mu + self.mean_function(X), var
 
     @inherit_check_shapes
@@ -200,4 +234,4 @@ class SVGP(GPModel, ExternalDataTrainingLossMixin):
         (Xnew,) = self._as_default_float(Xnew)
         self._check_inputs(Xnew)
         q_mu, q_sqrt = self.q.mean_cholesky()
-        return self._conditional(Xnew, q_mu, q_sqrt, full_cov, full_output_cov)
+        return self._conditional(Xnew, q_mu, q_sqrt, full_cov, full_output_cov, Lm=self._kuu_cholesky())

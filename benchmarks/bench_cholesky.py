@@ -1,0 +1,135 @@
+#!/usr/bin/env python
+"""Time a Cholesky and its gradient: TensorFlow's registered gradient against gpnat's blocked one.
+
+Every SVGP iteration factorises K_uu and differentiates through the factor to
+reach the kernel's hyperparameters. TensorFlow's gradient of
+``tf.linalg.cholesky`` forms L⁻¹ and three dense products (about 7M³ flops);
+:func:`gpnat.gaussian.cholesky` keeps the same forward op and recurses on
+2 × 2 blocks from ``gpnat.gaussian.CHOLESKY_SPLIT_FROM`` on (about M³ flops).
+For each M and dtype this script times one compiled call of
+``A ↦ ∂ Σ(chol(A) ⊙ L̄)/∂A`` (the factorisation and its reverse mode) with
+TensorFlow's gradient and with gpnat's, unsplit (``dense``) and split from each
+of ``THRESHOLDS``, so that the default threshold is the measured one; and the
+largest relative difference between the two gradients. Each time is the median
+over ``--repeats`` blocks of ``--calls`` calls.
+
+Writes ``benchmarks/CHOLESKY.md`` and ``benchmarks/cholesky.json``.
+A benchmark, never a timed test. Run ``.venv/bin/python benchmarks/bench_cholesky.py``.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from bench_triangular import timed  # noqa: E402
+from machine import git_state, report_header  # noqa: E402
+
+from gpnat import gaussian  # noqa: E402
+
+THRESHOLDS = (128, 192, 256, 384)
+DENSE = "dense"
+TENSORFLOW = "tensorflow"
+
+
+def inputs(M, dtype, seed=0):
+    """A well-conditioned SPD A and a cotangent L̄, as variables."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((M, M))
+    A = X @ X.T / M + np.eye(M)
+    return tf.Variable(A.astype(dtype)), tf.Variable(rng.standard_normal((M, M)).astype(dtype))
+
+
+def gradient(chol, A, L_bar):
+    with tf.GradientTape() as tape:
+        tape.watch(A)
+        loss = tf.reduce_sum(chol(A) * L_bar)
+    return tape.gradient(loss, A)
+
+
+def bench(M, dtype, calls, repeats):
+    A, L_bar = inputs(M, dtype)
+    row = {"M": M, "dtype": dtype}
+    row[TENSORFLOW] = timed(lambda: gradient(tf.linalg.cholesky, A.value(), L_bar), calls, repeats)
+    reference = gradient(tf.linalg.cholesky, A.value(), L_bar).numpy()
+    default = gaussian.CHOLESKY_SPLIT_FROM
+    try:
+        for setting in (DENSE,) + THRESHOLDS:
+            gaussian.CHOLESKY_SPLIT_FROM = 10 ** 9 if setting == DENSE else setting  # read when traced
+            row[str(setting)] = timed(lambda: gradient(gaussian.cholesky, A.value(), L_bar), calls, repeats)
+            ours = gradient(gaussian.cholesky, A.value(), L_bar).numpy()
+            row[f"relative difference {setting}"] = float(np.abs(ours - reference).max() / np.abs(reference).max())
+    finally:
+        gaussian.CHOLESKY_SPLIT_FROM = default
+    return row
+
+
+def render(rows, meta):
+    settings = (DENSE,) + THRESHOLDS
+    lines = ["# A Cholesky and its gradient: TensorFlow's against gpnat's", "",
+             f"Written by `benchmarks/bench_cholesky.py` ({meta['command']}); do not edit by hand. "
+             "What is timed: the script's docstring. Milliseconds per call (median over repeats) of the "
+             "factorisation and its reverse mode; *tensorflow*: `tf.linalg.cholesky` and its registered "
+             "gradient; *dense*: `gpnat.gaussian.cholesky` unsplit; a number: split into 2 × 2 blocks from "
+             "that M on (`gaussian.CHOLESKY_SPLIT_FROM`). *speed-up*: tensorflow over the default threshold. "
+             "*rel. diff.*: the largest difference between the two gradients over the largest entry, "
+             "at the default threshold.", "", "## Machine", ""]
+    lines += [f"- **{k}**: {v}" for k, v in meta.items() if k != "command"]
+    default = meta["CHOLESKY_SPLIT_FROM in this code"]
+    lines += ["", "| dtype | M | tensorflow | " + " | ".join(str(s) for s in settings)
+              + " | fastest | speed-up | rel. diff. |", "|" + "---|" * (len(settings) + 6)]
+    for r in rows:
+        distinct = {s: r[str(s)] for s in settings if s == DENSE or s <= r["M"]}
+        best = min(distinct, key=distinct.get)
+        chosen = default if default <= r["M"] else DENSE
+        lines.append(
+            f"| {r['dtype']} | {r['M']} | {r[TENSORFLOW]:.3g} | "
+            + " | ".join(f"{r[str(s)]:.3g}" + ("" if s in distinct else " (dense)") for s in settings)
+            + f" | {best} | {r[TENSORFLOW] / r[str(chosen)]:.2f} | {r[f'relative difference {chosen}']:.1e} |")
+    lines += ["", "*(dense)*: that threshold is above M, so the code is the dense one; the column shows the "
+              "same code timed again (how much timings move), and *fastest* ignores it."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--M", default="32,64,128,192,256,384,512,768,1000,1500,2000")
+    p.add_argument("--dtype", default="float64,float32")
+    p.add_argument("--calls", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--output", default=str(HERE / "CHOLESKY.md"))
+    p.add_argument("--json", default=str(HERE / "cholesky.json"))
+    args = p.parse_args(argv)
+    tf.get_logger().setLevel("ERROR")
+    t0 = time.perf_counter()
+    rows = []
+    for dtype in args.dtype.split(","):
+        for M in (int(x) for x in args.M.split(",")):
+            rows.append(bench(M, dtype, args.calls, args.repeats))
+            print(", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in rows[-1].items()),
+                  flush=True)
+    meta = {
+        **report_header("bench_cholesky.py", argv),
+        "tensorflow": tf.__version__,
+        "gpnat_source": git_state(),
+        "CHOLESKY_SPLIT_FROM in this code": gaussian.CHOLESKY_SPLIT_FROM,
+        "wall_s": f"{time.perf_counter() - t0:.0f}",
+    }
+    text = render(rows, meta)
+    print(text)
+    Path(args.output).write_text(text)
+    Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
