@@ -153,7 +153,7 @@ def _cholesky_reverse(L: tf.Tensor, L_bar: tf.Tensor) -> tf.Tensor:
     dense products). Only the lower triangle of L̄ is read, as there.
     """
     M = L.shape[-1]
-    if M is None or M < CHOLESKY_SPLIT_FROM:
+    if M < CHOLESKY_SPLIT_FROM:
         return _cholesky_reverse_dense(L, L_bar)
     h = M // 2
     L11, L21, L22 = L[..., :h, :h], L[..., h:, :h], L[..., h:, h:]
@@ -183,9 +183,14 @@ def cholesky(A: tf.Tensor) -> tf.Tensor:
     an inverse; at M = 1000 a Cholesky and its gradient take about a third
     of the time (``benchmarks/CHOLESKY.md``). It is built from differentiable
     ops on L = chol(A), so second derivatives and forward mode (reverse mode
-    twice) stay exact. The models use it for K_uu, whose gradient reaches
-    every kernel hyperparameter in every iteration.
+    twice) stay exact. Below ``CHOLESKY_SPLIT_FROM`` (or with M unknown when
+    traced) it is ``tf.linalg.cholesky`` itself, gradient included: there
+    the two took the same time. The models use it for K_uu, whose gradient
+    reaches every kernel hyperparameter in every iteration.
     """
+    M = A.shape[-1]
+    if M is None or M < CHOLESKY_SPLIT_FROM:
+        return tf.linalg.cholesky(A)
     return _cholesky(A)
 
 
@@ -200,7 +205,7 @@ def reverse_cholesky(A: tf.Tensor) -> tf.Tensor:
     (see :func:`is_valid_cholesky`).
     """
     flipped = tf.reverse(A, axis=[-2, -1])
-    U = tf.linalg.cholesky(flipped)
+    U = cholesky(flipped)
     eye = tf.eye(tf.shape(A)[-1], batch_shape=tf.shape(A)[:-2], dtype=A.dtype)
     U_inv_T = solve_upper_triangular(tf.linalg.adjoint(U), eye)  # U⁻ᵀ, upper
     return tf.reverse(U_inv_T, axis=[-2, -1])
@@ -261,7 +266,7 @@ def expectation_to_meanchol(eta_1: tf.Tensor, eta_2: tf.Tensor) -> Pair:
     """(η₁, η₂) -> (m = η₁, L = chol(η₂ − η₁η₁ᵀ))."""
     m = _col_to_batch(eta_1)
     S = symmetrise(eta_2) - tf.linalg.matmul(m, m, transpose_b=True)
-    return eta_1, tf.linalg.cholesky(S)
+    return eta_1, cholesky(S)
 
 
 @check_shapes(
