@@ -10,7 +10,9 @@
 # {1000, 10000}, float32 and float64, no memory-against-N runs; it still gives
 # every ratio and the ms per iteration at M = 1000, batch 1e4.
 #
-# Writes OUTPUT_DIR/RESULTS.md, results.json and nvidia-smi.txt (the card).
+# Writes OUTPUT_DIR/RESULTS.md, results.json and nvidia-smi.txt (the card), and
+# first CHOLESKY.md and cholesky.json (benchmarks/bench_cholesky.py: whether the
+# blocked Cholesky gradient and its threshold also pay on the card; about a minute).
 # Needs TensorFlow with GPU support: an existing .venv (make install), or
 # PYTHON=/path/to/python; without either it makes .venv and installs gpnat with
 # tensorflow[and-cuda] (network needed). Exits 3 when TensorFlow sees no GPU.
@@ -36,6 +38,8 @@ fi
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/nvidia-smi.txt" 2>&1 || true
 export PYTHONUNBUFFERED=1
+"$PY" benchmarks/bench_cholesky.py --M 128,256,512,1000,2000,5000 --calls 3 --repeats 3 \
+    --output "$OUT/CHOLESKY.md" --json "$OUT/cholesky.json"
 "$PY" benchmarks/bench_training.py "${MATRIX[@]}" --dtype float64,float32 \
     --num-data 200000 --repeats 3 --seconds 0.3 --iterations 200 \
     --output "$OUT/RESULTS.md" --json "$OUT/results.json"
