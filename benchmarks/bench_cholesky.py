@@ -16,11 +16,8 @@ over ``--repeats`` blocks of ``--calls`` calls.
 Writes ``benchmarks/CHOLESKY.md`` and ``benchmarks/cholesky.json``.
 A benchmark, never a timed test. Run ``.venv/bin/python benchmarks/bench_cholesky.py``.
 """
-import argparse
-import json
 import os
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -31,8 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from bench_triangular import timed  # noqa: E402
-from machine import git_state, report_header  # noqa: E402
+from bench_triangular import sweep, timed  # noqa: E402
 
 from gpnat import gaussian  # noqa: E402
 
@@ -102,34 +98,8 @@ def render(rows, meta):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--M", default="32,64,128,192,256,384,512,768,1000,1500,2000")
-    p.add_argument("--dtype", default="float64,float32")
-    p.add_argument("--calls", type=int, default=5)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--output", default=str(HERE / "CHOLESKY.md"))
-    p.add_argument("--json", default=str(HERE / "cholesky.json"))
-    args = p.parse_args(argv)
-    tf.get_logger().setLevel("ERROR")
-    t0 = time.perf_counter()
-    rows = []
-    for dtype in args.dtype.split(","):
-        for M in (int(x) for x in args.M.split(",")):
-            rows.append(bench(M, dtype, args.calls, args.repeats))
-            print(", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in rows[-1].items()),
-                  flush=True)
-    meta = {
-        **report_header("bench_cholesky.py", argv),
-        "tensorflow": tf.__version__,
-        "gpnat_source": git_state(),
-        "CHOLESKY_SPLIT_FROM in this code": gaussian.CHOLESKY_SPLIT_FROM,
-        "wall_s": f"{time.perf_counter() - t0:.0f}",
-    }
-    text = render(rows, meta)
-    print(text)
-    Path(args.output).write_text(text)
-    Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    return 0
+    return sweep("bench_cholesky.py", argv, bench, render, ("CHOLESKY_SPLIT_FROM", gaussian.CHOLESKY_SPLIT_FROM),
+                 "32,64,128,192,256,384,512,768,1000,1500,2000", HERE / "CHOLESKY.md", HERE / "cholesky.json")
 
 
 if __name__ == "__main__":

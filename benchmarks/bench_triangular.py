@@ -104,14 +104,20 @@ def render(rows, meta):
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--M", default="128,256,320,384,512,768,1000,1500,2000")
+def sweep(script, argv, bench, render, constant, default_M, output, json_path):
+    """The command line of a threshold sweep (this script's and bench_cholesky's).
+
+    Runs ``bench(M, dtype, calls, repeats)`` for every M and dtype asked for,
+    prints each row, and writes ``render(rows, meta)`` and the JSON;
+    ``constant`` is the (name, value) of the threshold in the code.
+    """
+    p = argparse.ArgumentParser(description=f"benchmarks/{script}: see its docstring")
+    p.add_argument("--M", default=default_M)
     p.add_argument("--dtype", default="float64,float32")
     p.add_argument("--calls", type=int, default=5)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--output", default=str(HERE / "TRIANGULAR.md"))
-    p.add_argument("--json", default=str(HERE / "triangular.json"))
+    p.add_argument("--output", default=str(output))
+    p.add_argument("--json", default=str(json_path))
     args = p.parse_args(argv)
     tf.get_logger().setLevel("ERROR")
     t0 = time.perf_counter()
@@ -122,10 +128,10 @@ def main(argv=None):
             print(", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in rows[-1].items()),
                   flush=True)
     meta = {
-        **report_header("bench_triangular.py", argv),
+        **report_header(script, argv),
         "tensorflow": tf.__version__,
         "gpnat_source": git_state(),
-        "SPLIT_FROM in this code": gaussian.SPLIT_FROM,
+        f"{constant[0]} in this code": constant[1],
         "wall_s": f"{time.perf_counter() - t0:.0f}",
     }
     text = render(rows, meta)
@@ -133,6 +139,11 @@ def main(argv=None):
     Path(args.output).write_text(text)
     Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     return 0
+
+
+def main(argv=None):
+    return sweep("bench_triangular.py", argv, bench, render, ("SPLIT_FROM", gaussian.SPLIT_FROM),
+                 "128,256,320,384,512,768,1000,1500,2000", HERE / "TRIANGULAR.md", HERE / "triangular.json")
 
 
 if __name__ == "__main__":
