@@ -73,11 +73,20 @@ def _gradients(model, data, variables):
 
 
 @pytest.mark.parametrize("whiten", [True, False], ids=["whitened", "unwhitened"])
-@pytest.mark.parametrize("case", ["gaussian-L3", "bernoulli", "heteroscedastic", "large-M"])
+@pytest.mark.parametrize("case", ["gaussian-L3", "bernoulli", "heteroscedastic", "large-M", "large-M-shared"])
 def test_hyperparameter_gradients_match_gpflow(case, whiten, rng):
-    """K_uu is factorised by gaussian.cholesky on gpflow's single-output route: same loss, same gradients
+    """K_uu is factorised by gaussian.cholesky where one K_uu serves all latent GPs: same loss, same gradients
     with respect to the kernel, the likelihood and Z (large-M: the gradient's blocks are used)."""
-    if case == "large-M":
+    if case == "large-M-shared":
+        M_ = gpnat.gaussian.CHOLESKY_SPLIT_FROM + 8
+        X = rng.uniform(-3, 3, size=(300, D))
+        Y = np.hstack([np.sin(2 * X[:, :1]), np.cos(X[:, 1:])]) + 0.1 * rng.normal(size=(300, 2))
+        kernel = gpflow.kernels.SharedIndependent(
+            gpflow.kernels.SquaredExponential(variance=1.3, lengthscales=[0.2, 0.3]), output_dim=2)
+        Z = gpflow.inducing_variables.SharedIndependentInducingVariables(
+            gpflow.inducing_variables.InducingPoints(X[:M_].copy()))
+        likelihood, L = gpflow.likelihoods.Gaussian(0.1), 2
+    elif case == "large-M":
         M_ = gpnat.gaussian.CHOLESKY_SPLIT_FROM + 8
         X = rng.uniform(-3, 3, size=(300, D))
         Y = np.sin(2 * X[:, :1]) + 0.1 * rng.normal(size=(300, 1))
@@ -92,7 +101,7 @@ def test_hyperparameter_gradients_match_gpflow(case, whiten, rng):
     ours.q.assign_mean_cholesky(q_mu, q_sqrt)
     ref = gpflow.models.SVGP(kernel, likelihood, Z, num_latent_gps=L, whiten=whiten,
                              q_mu=q_mu, q_sqrt=q_sqrt, num_data=len(X))
-    assert ours._single_output() == (case != "heteroscedastic")
+    assert (ours._shared_kuu_kernel() is None) == (case == "heteroscedastic")
     shared = list(kernel.trainable_variables + likelihood.trainable_variables)
     Z_ours = list(ours.inducing_variable.trainable_variables)
     Z_ref = list(ref.inducing_variable.trainable_variables)

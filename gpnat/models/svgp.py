@@ -2,10 +2,11 @@ r"""SVGP: the sparse variational GP with q(u) stored in a pluggable parametrisat
 
 The model maps q(u) to q(f) with gpflow's conditionals and computes the KL with
 gpflow's ``prior_kl``; both read only the mean/Cholesky view of q(u), so they
-are written once for every parametrisation. Where gpflow would take its
-single-output route (one K_uu for all latent GPs), the model factorises K_uu
-once per ELBO with :func:`gpnat.gaussian.cholesky`, whose reverse mode is
-cheaper than TensorFlow's, and hands the factor to gpflow's
+are written once for every parametrisation. Where gpflow's conditional would
+use one K_uu ``[M, M]`` for all latent GPs (a single-output kernel, or a
+``SharedIndependent`` kernel with shared inducing variables), the model
+factorises K_uu once per ELBO with :func:`gpnat.gaussian.cholesky`, whose
+reverse mode is cheaper than TensorFlow's, and hands the factor to gpflow's
 ``base_conditional_with_lm`` and ``gauss_kl``: the same numbers, a faster
 gradient for the hyperparameters.
 
@@ -21,11 +22,11 @@ from gpflow import covariances, kullback_leiblers
 from gpflow.conditionals import conditional
 from gpflow.conditionals.util import base_conditional_with_lm, expand_independent_outputs
 from gpflow.config import default_jitter
-from gpflow.inducing_variables import InducingVariables
+from gpflow.inducing_variables import InducingVariables, SharedIndependentInducingVariables
 from gpflow.models import GPModel
 from gpflow.models.training_mixins import ExternalDataTrainingLossMixin
 from gpflow.models.util import inducingpoint_wrapper
-from gpflow.posteriors import IndependentPosteriorSingleOutput, get_posterior_class
+from gpflow.posteriors import IndependentPosteriorMultiOutput, IndependentPosteriorSingleOutput, get_posterior_class
 
 from .. import gaussian
 from ..parametrisations import MeanCholesky, Parametrisation
@@ -167,16 +168,28 @@ class SVGP(GPModel, ExternalDataTrainingLossMixin):
         """KL[q(u) ‖ p(u)], by gpflow's ``prior_kl`` on the mean/Cholesky view."""
         return self._prior_kl(*self.q.mean_cholesky(), None if self.whiten else self._kuu_cholesky())
 
-    def _single_output(self) -> bool:
-        """Would gpflow's conditional take its single-output route (one K_uu ``[M, M]``)?"""
+    def _shared_kuu_kernel(self) -> Optional[gpflow.kernels.Kernel]:
+        """The kernel of K_ff if gpflow's conditional would use one K_uu ``[M, M]`` for all latent GPs.
+
+        That is its single-output route, and its route for a ``SharedIndependent``
+        kernel with ``SharedIndependentInducingVariables``; None otherwise.
+        """
         kernel, iv = self.kernel, self.inducing_variable
-        base = conditional.dispatch(object, InducingVariables, gpflow.kernels.Kernel, object)
-        return (conditional.dispatch(object, type(iv), type(kernel), object) is base
-                and get_posterior_class(kernel, iv) is IndependentPosteriorSingleOutput)
+        route = conditional.dispatch(object, type(iv), type(kernel), object)
+        posterior = get_posterior_class(kernel, iv)
+        if (route is conditional.dispatch(object, InducingVariables, gpflow.kernels.Kernel, object)
+                and posterior is IndependentPosteriorSingleOutput):
+            return kernel
+        shared = (SharedIndependentInducingVariables, gpflow.kernels.SharedIndependent)
+        if (isinstance(iv, shared[0]) and isinstance(kernel, shared[1])
+                and route is conditional.dispatch(object, *shared, object)
+                and posterior is IndependentPosteriorMultiOutput):
+            return kernel.kernel
+        return None
 
     def _kuu_cholesky(self) -> Optional[tf.Tensor]:
-        """chol(K_uu + jitter I) ``[M, M]`` on the single-output route, else None (gpflow factorises)."""
-        if not self._single_output():
+        """chol(K_uu + jitter I) ``[M, M]`` where one K_uu serves all latent GPs, else None (gpflow factorises)."""
+        if self._shared_kuu_kernel() is None:
             return None
         Kuu = covariances.Kuu(self.inducing_variable, self.kernel, jitter=default_jitter())
         return gaussian.cholesky(Kuu)
@@ -209,7 +222,7 @@ class SVGP(GPModel, ExternalDataTrainingLossMixin):
         return tf.reduce_sum(var_exp) * scale - kl
 
     def _conditional(self, X, q_mu, q_sqrt, full_cov: bool, full_output_cov: bool, Lm=None):
-        """q(f) at X: gpflow's single-output steps with the given chol(K_uu) ``Lm``, else gpflow's conditional."""
+        """q(f) at X: gpflow's steps for one K_uu with the given chol(K_uu) ``Lm``, else gpflow's conditional."""
         if Lm is None:
             mu, var = conditional(
                 X,
@@ -223,7 +236,7 @@ class SVGP(GPModel, ExternalDataTrainingLossMixin):
             )
         else:
             Kmn = covariances.Kuf(self.inducing_variable, self.kernel, X)  # [M, N]
-            Knn = self.kernel(X, full_cov=full_cov)
+            Knn = self._shared_kuu_kernel()(X, full_cov=full_cov)
             mu, var = base_conditional_with_lm(Kmn, Lm, Knn, q_mu, full_cov=full_cov, q_sqrt=q_sqrt, white=self.whiten)
             var = expand_independent_outputs(var, full_cov, full_output_cov)
         return mu + self.mean_function(X), var
