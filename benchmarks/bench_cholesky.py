@@ -5,7 +5,7 @@ Every SVGP iteration factorises K_uu and differentiates through the factor to
 reach the kernel's hyperparameters. TensorFlow's gradient of
 ``tf.linalg.cholesky`` forms L⁻¹ and three dense products (about 7M³ flops);
 :func:`gpnat.gaussian.cholesky` keeps the same forward op and recurses on
-2 × 2 blocks from ``gpnat.gaussian.CHOLESKY_SPLIT_FROM`` on (about M³ flops;
+2 × 2 blocks from ``gpnat.gaussian.CHOLESKY_SPLIT_FROM`` on, per dtype (about M³ flops;
 below it, it is TensorFlow's op and gradient). For each M and dtype this script
 times one compiled call of ``A ↦ ∂ Σ(chol(A) ⊙ L̄)/∂A`` (the factorisation and
 its reverse mode) with TensorFlow's gradient and with gpnat's for each
@@ -60,7 +60,7 @@ def bench(M, dtype, calls, repeats):
     default = gaussian.CHOLESKY_SPLIT_FROM
     try:
         for setting in THRESHOLDS:
-            gaussian.CHOLESKY_SPLIT_FROM = setting  # read when a function is traced
+            gaussian.CHOLESKY_SPLIT_FROM = {name: setting for name in default}  # read when a function is traced
             row[str(setting)] = timed(lambda: gradient(gaussian.cholesky, A.value(), L_bar), calls, repeats)
             ours = gradient(gaussian.cholesky, A.value(), L_bar).numpy()
             row[f"relative difference {setting}"] = float(np.abs(ours - reference).max() / np.abs(reference).max())
@@ -77,16 +77,17 @@ def render(rows, meta):
              "factorisation and its reverse mode; *tensorflow*: `tf.linalg.cholesky` and its registered "
              "gradient; a number: `gpnat.gaussian.cholesky` split into 2 × 2 blocks from that M on "
              "(`gaussian.CHOLESKY_SPLIT_FROM`; below it TensorFlow's own). "
-             "*speed-up*: tensorflow over the default threshold. "
+             "*speed-up*: tensorflow over the default threshold of that dtype. "
              "*rel. diff.*: the largest difference between the two gradients over the largest entry, "
              "at the default threshold.", "", "## Machine", ""]
     lines += [f"- **{k}**: {v}" for k, v in meta.items() if k != "command"]
-    default = meta["CHOLESKY_SPLIT_FROM in this code"]
+    defaults = meta["CHOLESKY_SPLIT_FROM in this code"]
     lines += ["", "| dtype | M | tensorflow | " + " | ".join(str(s) for s in settings)
               + " | fastest | speed-up | rel. diff. |", "|" + "---|" * (len(settings) + 6)]
     for r in rows:
         distinct = {TENSORFLOW: r[TENSORFLOW], **{s: r[str(s)] for s in settings if s <= r["M"]}}
         best = min(distinct, key=distinct.get)
+        default = defaults.get(r["dtype"], defaults["float64"])
         chosen = default if default <= r["M"] else TENSORFLOW
         lines.append(
             f"| {r['dtype']} | {r['M']} | {r[TENSORFLOW]:.3g} | "

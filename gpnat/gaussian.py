@@ -123,11 +123,17 @@ def solve_upper_triangular(V: tf.Tensor, W: tf.Tensor) -> tf.Tensor:
     return _assemble(top_left, top_right, tf.zeros_like(V[..., h:, :h]), bottom_right)
 
 
-#: the Cholesky's reverse mode splits into 2 × 2 blocks from this size on (static M only). In
-#: benchmarks/CHOLESKY.md (2-core CPU) a factorisation and its gradient ran 1.7× (float64) and
-#: 1.0× (float32) as fast as TensorFlow's at M = 256, 3.1× and 2.3× at M = 1000; from 192 to 255
-#: float64 ran up to 1.6× as fast and float32 even or slower (0.68× at 192 in one run, 1.02× in another)
-CHOLESKY_SPLIT_FROM = 192
+#: the Cholesky's reverse mode splits into 2 × 2 blocks from this size on (static M only), per
+#: dtype (others as float64). In benchmarks/CHOLESKY.md (2-core CPU) a factorisation and its
+#: gradient ran 1.7× (float64) and 1.0× (float32) as fast as TensorFlow's at M = 256, 3.1× and
+#: 2.3× at M = 1000; from 192 to 255 float64 ran up to 1.6× as fast, float32 even or slower
+#: (0.68× at 192 in one run, 1.02× in another), hence float32's higher threshold
+CHOLESKY_SPLIT_FROM = {"float64": 192, "float32": 256}
+
+
+def cholesky_split_from(dtype) -> int:
+    """The size from which :func:`cholesky`'s reverse mode splits into blocks, for ``dtype``."""
+    return CHOLESKY_SPLIT_FROM.get(tf.as_dtype(dtype).name, CHOLESKY_SPLIT_FROM["float64"])
 
 
 def _cholesky_reverse_dense(L: tf.Tensor, L_bar: tf.Tensor) -> tf.Tensor:
@@ -155,7 +161,7 @@ def _cholesky_reverse(L: tf.Tensor, L_bar: tf.Tensor) -> tf.Tensor:
     dense products). Only the lower triangle of L̄ is read, as there.
     """
     M = L.shape[-1]
-    if M < CHOLESKY_SPLIT_FROM:
+    if M < cholesky_split_from(L.dtype):
         return _cholesky_reverse_dense(L, L_bar)
     h = M // 2
     L11, L21, L22 = L[..., :h, :h], L[..., h:, :h], L[..., h:, h:]
@@ -181,17 +187,18 @@ def cholesky(A: tf.Tensor) -> tf.Tensor:
     r"""``tf.linalg.cholesky(A)``, the same forward op, with a cheaper reverse mode.
 
     The gradient (:func:`_cholesky_reverse`) is TensorFlow's to round-off but
-    splits into 2 × 2 blocks from ``CHOLESKY_SPLIT_FROM`` on and never forms
-    an inverse; at M = 1000 a Cholesky and its gradient take about a third
-    of the time (``benchmarks/CHOLESKY.md``). It is built from differentiable
-    ops on L = chol(A), so second derivatives and forward mode (reverse mode
-    twice) stay exact. Below ``CHOLESKY_SPLIT_FROM`` (or with M unknown when
-    traced) it is ``tf.linalg.cholesky`` itself, gradient included: there
-    splitting gained in float64 but lost in float32. The models use it for
+    splits into 2 × 2 blocks from ``CHOLESKY_SPLIT_FROM`` on (M = 192 in
+    float64, 256 in float32) and never forms an inverse; at M = 1000 a
+    Cholesky and its gradient take about a third of the time
+    (``benchmarks/CHOLESKY.md``). It is built from differentiable ops on
+    L = chol(A), so second derivatives and forward mode (reverse mode twice)
+    stay exact. Below the threshold (or with M unknown when traced) it is
+    ``tf.linalg.cholesky`` itself, gradient included (there splitting lost
+    in float32 at M = 128 and 192). The models use it for
     K_uu, whose gradient reaches every kernel hyperparameter in every iteration.
     """
     M = A.shape[-1]
-    if M is None or M < CHOLESKY_SPLIT_FROM:
+    if M is None or M < cholesky_split_from(A.dtype):
         return tf.linalg.cholesky(A)
     return _cholesky(A)
 

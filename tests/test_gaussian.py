@@ -150,8 +150,10 @@ def _cholesky_gradient(chol, A, L_bar):
     return tape.gradient(loss, A)
 
 
-@pytest.mark.parametrize("M", [5, gaussian.CHOLESKY_SPLIT_FROM - 1, gaussian.CHOLESKY_SPLIT_FROM,
-                               2 * gaussian.CHOLESKY_SPLIT_FROM + 5])
+SPLIT64 = gaussian.cholesky_split_from(tf.float64)
+
+
+@pytest.mark.parametrize("M", [5, SPLIT64 - 1, SPLIT64, 2 * SPLIT64 + 5])
 def test_cholesky_gradient_matches_tensorflows(rng, M):
     """Dense, one level of blocks, two levels with odd halves; batched; L̄ with an upper triangle."""
     A = tf.constant(_spd(rng, 2, M, cond=100.0))
@@ -159,7 +161,7 @@ def test_cholesky_gradient_matches_tensorflows(rng, M):
     np.testing.assert_array_equal(gaussian.cholesky(A).numpy(), tf.linalg.cholesky(A).numpy())
     expected = _cholesky_gradient(tf.linalg.cholesky, A, L_bar).numpy()
     ours = _cholesky_gradient(gaussian.cholesky, A, L_bar).numpy()
-    if M < gaussian.CHOLESKY_SPLIT_FROM:  # TensorFlow's own op and gradient
+    if M < SPLIT64:  # TensorFlow's own op and gradient
         np.testing.assert_array_equal(ours, expected)
     np.testing.assert_allclose(ours, expected, rtol=1e-10, atol=1e-11 * np.abs(expected).max())
     np.testing.assert_array_equal(ours, np.swapaxes(ours, 1, 2))
@@ -169,8 +171,24 @@ def test_cholesky_gradient_matches_tensorflows(rng, M):
     np.testing.assert_allclose(unknown(A).numpy(), expected, rtol=1e-10, atol=1e-11 * np.abs(expected).max())
 
 
+def test_cholesky_threshold_is_per_dtype(rng):
+    """float32 splits from a larger M (CHOLESKY.md: splitting lost there at M = 192); other dtypes as float64."""
+    split32 = gaussian.cholesky_split_from(tf.float32)
+    assert split32 > SPLIT64 and gaussian.cholesky_split_from("float16") == SPLIT64
+    for M, split in [(SPLIT64, False), (split32, True)]:
+        A = tf.constant(_spd(rng, 1, M, cond=10.0).astype(np.float32))
+        L_bar = tf.constant(rng.normal(size=(1, M, M)).astype(np.float32))
+        expected = _cholesky_gradient(tf.linalg.cholesky, A, L_bar).numpy()
+        ours = _cholesky_gradient(gaussian.cholesky, A, L_bar).numpy()
+        if split:
+            assert not np.array_equal(ours, expected)  # the blocked reverse mode ran
+            np.testing.assert_allclose(ours, expected, atol=1e-4 * np.abs(expected).max())
+        else:
+            np.testing.assert_array_equal(ours, expected)
+
+
 def test_cholesky_gradient_against_finite_differences(rng):
-    M = gaussian.CHOLESKY_SPLIT_FROM + 3
+    M = SPLIT64 + 3
     A = _spd(rng, 1, M, cond=10.0)[0]
     L_bar = np.tril(rng.normal(size=(M, M)))
     V = rng.normal(size=(M, M))
@@ -187,7 +205,7 @@ def test_cholesky_gradient_against_finite_differences(rng):
 
 def test_cholesky_second_derivatives_and_forward_mode_match_tensorflows(rng):
     """The reverse mode is made of differentiable ops on chol(A): Hessian-vector products and JVPs stay exact."""
-    M = gaussian.CHOLESKY_SPLIT_FROM + 3
+    M = SPLIT64 + 3
     A = tf.constant(_spd(rng, 1, M, cond=10.0))
     L_bar = tf.constant(rng.normal(size=(1, M, M)))
     V = rng.normal(size=(1, M, M))

@@ -78,7 +78,7 @@ def test_hyperparameter_gradients_match_gpflow(case, whiten, rng):
     """K_uu is factorised by gaussian.cholesky where one K_uu serves all latent GPs: same loss, same gradients
     with respect to the kernel, the likelihood and Z (large-M: the gradient's blocks are used)."""
     if case == "large-M-shared":
-        M_ = gpnat.gaussian.CHOLESKY_SPLIT_FROM + 8
+        M_ = gpnat.gaussian.cholesky_split_from(tf.float64) + 8
         X = rng.uniform(-3, 3, size=(300, D))
         Y = np.hstack([np.sin(2 * X[:, :1]), np.cos(X[:, 1:])]) + 0.1 * rng.normal(size=(300, 2))
         kernel = gpflow.kernels.SharedIndependent(
@@ -87,7 +87,7 @@ def test_hyperparameter_gradients_match_gpflow(case, whiten, rng):
             gpflow.inducing_variables.InducingPoints(X[:M_].copy()))
         likelihood, L = gpflow.likelihoods.Gaussian(0.1), 2
     elif case == "large-M":
-        M_ = gpnat.gaussian.CHOLESKY_SPLIT_FROM + 8
+        M_ = gpnat.gaussian.cholesky_split_from(tf.float64) + 8
         X = rng.uniform(-3, 3, size=(300, D))
         Y = np.sin(2 * X[:, :1]) + 0.1 * rng.normal(size=(300, 1))
         kernel = gpflow.kernels.SquaredExponential(variance=1.3, lengthscales=[0.2, 0.3])  # K_uu well conditioned

@@ -56,8 +56,8 @@ def test_elbo_and_predictions_match_gpflow(parametrisation, case, rng):
 
 
 def test_hyperparameter_gradients_match_gpflow_with_the_blocked_cholesky_gradient(rng):
-    """N ≥ CHOLESKY_SPLIT_FROM: K is factorised by gaussian.cholesky, whose reverse mode splits into blocks."""
-    n = gpnat.gaussian.CHOLESKY_SPLIT_FROM + 8
+    """N ≥ cholesky_split_from(float64): K is factorised by gaussian.cholesky, whose reverse mode splits into blocks."""
+    n = gpnat.gaussian.cholesky_split_from(tf.float64) + 8
     X = rng.uniform(-3, 3, size=(n, D))
     Y = (np.sin(2 * X[:, :1]) > 0).astype(float)
     kernel = gpflow.kernels.SquaredExponential(variance=1.3, lengthscales=[0.2, 0.3])  # K well conditioned
