@@ -125,9 +125,9 @@ def solve_upper_triangular(V: tf.Tensor, W: tf.Tensor) -> tf.Tensor:
 
 #: the Cholesky's reverse mode splits into 2 × 2 blocks from this size on (static M only), per
 #: dtype (others as float64). In benchmarks/CHOLESKY.md (2-core CPU) a factorisation and its
-#: gradient ran 1.7× (float64) and 1.0× (float32) as fast as TensorFlow's at M = 256, 3.1× and
-#: 2.3× at M = 1000; from 192 to 255 float64 ran up to 1.6× as fast, float32 even or slower
-#: (0.68× at 192 in one run, 1.02× in another), hence float32's higher threshold
+#: gradient ran 1.4× (float64) and 0.93× (float32, even within the timings' spread) as fast as
+#: TensorFlow's at M = 256, 2.9× and 2.2× at M = 1000. Between 192 and 255 float64 ran up to 1.6×
+#: as fast, float32 even or slower (0.68× at 192 in one run), hence float32's higher threshold
 CHOLESKY_SPLIT_FROM = {"float64": 192, "float32": 256}
 
 
