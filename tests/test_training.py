@@ -1,5 +1,7 @@
 """gpnat.train: modes, compiled iteration, safe steps, checkpoints, progress and History."""
 
+import gc
+
 import gpflow
 import numpy as np
 import pytest
@@ -132,6 +134,33 @@ def test_each_epoch_order_is_a_permutation_computed_batch_by_batch(n):
     compiled = tf.function(lambda start: source.positions(tf.constant(1, tf.int64), start, 2))
     pieces = np.concatenate([compiled(tf.constant(s, tf.int64)).numpy() for s in range(0, n - 1, 2)])
     np.testing.assert_array_equal(pieces, epochs[1][:len(pieces)])
+
+
+def _alive_graphs() -> int:
+    from tensorflow.python.framework.func_graph import FuncGraph
+
+    gc.collect()
+    return sum(isinstance(o, FuncGraph) for o in gc.get_objects())
+
+
+@pytest.mark.parametrize("batch_size", [None, 16])
+def test_repeated_train_calls_keep_no_graphs_alive(rng, batch_size):
+    """Each call traces its loop anew; once it returns, its graphs must be freed (TFP's bijector
+    cache and tf.custom_gradient's registry held them), and the batches' XLA function is shared."""
+    from gpnat.training import batches, loop
+
+    model, data = _model(rng)
+    natgrads = [None, gpnat.NaturalGradient(0.1)]
+    for natgrad in natgrads:  # warm: anything traced once per process
+        gpnat.train(model, data, iterations=2, natgrad=natgrad, batch_size=batch_size, progress=False)
+    graphs, custom = _alive_graphs(), loop._custom_gradients()
+    positions = batches._compiled_positions.experimental_get_tracing_count()
+    for _ in range(3):
+        for natgrad in natgrads:
+            gpnat.train(model, data, iterations=2, natgrad=natgrad, batch_size=batch_size, progress=False)
+    assert _alive_graphs() <= graphs
+    assert loop._custom_gradients() <= custom
+    assert batches._compiled_positions.experimental_get_tracing_count() == positions  # nothing new for XLA
 
 
 def test_tf_data_inputs(rng):

@@ -40,6 +40,38 @@ def _mix(x: tf.Tensor) -> tf.Tensor:
     return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 12))
 
 
+def _feistel(x: tf.Tensor, keys: tf.Tensor, a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """A bijection of [0, a·b) keyed by ``keys``: x = hi·b + lo, rounds alternately
+    hi ← (hi + F(lo)) mod a and lo ← (lo + F(hi)) mod b (int64 in, int64 out)."""
+    hi, lo = x // b, x % b
+    for r in range(_ROUNDS):
+        if r % 2 == 0:
+            hi = (hi + _mix(tf.bitwise.bitwise_xor(lo, keys[r]))) % a
+        else:
+            lo = (lo + _mix(tf.bitwise.bitwise_xor(hi, keys[r]))) % b
+    return hi * b + lo
+
+
+def _positions(seed, a, b, n, epoch, start, size: int) -> tf.Tensor:
+    """Positions ``start, …, start + size − 1`` of the order of ``epoch`` of [0, n) (int64 scalars in)."""
+    keys = tf.random.stateless_uniform([_ROUNDS], seed=tf.stack([seed, epoch]), minval=0, maxval=2 ** 31,
+                                       dtype=tf.int64)
+    x = _feistel(tf.range(size, dtype=tf.int64) + start, keys, a, b)
+    # cycle-walking: apply the bijection again where it left [0, n); this stays a bijection of [0, n)
+    (x,) = tf.while_loop(
+        lambda x: tf.reduce_any(x >= n),
+        lambda x: (tf.where(x >= n, _feistel(x, keys, a, b), x),),
+        (x,),
+    )
+    return x
+
+
+#: some hundred small integer ops, which XLA fuses into one kernel. One function for every
+#: ArrayBatches (one trace per batch size): XLA keeps what it compiles for the life of the
+#: process, so a function per instance, that is per train call, grew memory at every call
+_compiled_positions = tf.function(_positions, jit_compile=True)
+
+
 class ArrayBatches:
     """Minibatches of arrays held on the device, drawn in-graph with O(B) memory.
 
@@ -61,38 +93,13 @@ class ArrayBatches:
         self.seed = seed
         if batch_size is not None:
             self.batches_per_epoch = max(self.N // batch_size, 1)
-        self._a = max(2, math.isqrt(self.N - 1) + 1)  # ⌈√N⌉ (at least 2)
-        self._b = max(2, -(-self.N // self._a))  # ⌈N / a⌉: a·b ≥ N
-        # some hundred small integer ops: XLA fuses them into one kernel
-        self._positions = tf.function(self.positions, jit_compile=True, reduce_retracing=True)
-
-    def _keys(self, epoch: tf.Tensor) -> tf.Tensor:
-        seed = tf.stack([tf.constant(self.seed, tf.int64), epoch])
-        return tf.random.stateless_uniform([_ROUNDS], seed=seed, minval=0, maxval=2 ** 31, dtype=tf.int64)
-
-    def _feistel(self, x: tf.Tensor, keys: tf.Tensor) -> tf.Tensor:
-        """A bijection of [0, a·b) keyed by ``keys``: x = hi·b + lo, rounds alternately
-        hi ← (hi + F(lo)) mod a and lo ← (lo + F(hi)) mod b (int64 in, int64 out)."""
-        a, b = tf.constant(self._a, tf.int64), tf.constant(self._b, tf.int64)
-        hi, lo = x // b, x % b
-        for r in range(_ROUNDS):
-            if r % 2 == 0:
-                hi = (hi + _mix(tf.bitwise.bitwise_xor(lo, keys[r]))) % a
-            else:
-                lo = (lo + _mix(tf.bitwise.bitwise_xor(hi, keys[r]))) % b
-        return hi * b + lo
+        a = max(2, math.isqrt(self.N - 1) + 1)  # ⌈√N⌉ (at least 2)
+        b = max(2, -(-self.N // a))  # ⌈N / a⌉: a·b ≥ N
+        self._constants = [tf.constant(v, tf.int64) for v in (seed, a, b, self.N)]
 
     def positions(self, epoch: tf.Tensor, start: tf.Tensor, size: int) -> tf.Tensor:
         """Rows at positions ``start, …, start + size − 1`` of the order of ``epoch`` (int64 [size])."""
-        keys = self._keys(tf.cast(epoch, tf.int64))
-        x = self._feistel(tf.range(size, dtype=tf.int64) + tf.cast(start, tf.int64), keys)
-        # cycle-walking: apply the bijection again where it left [0, N); this stays a bijection of [0, N)
-        (x,) = tf.while_loop(
-            lambda x: tf.reduce_any(x >= self.N),
-            lambda x: (tf.where(x >= self.N, self._feistel(x, keys), x),),
-            (x,),
-        )
-        return x
+        return _compiled_positions(*self._constants, tf.cast(epoch, tf.int64), tf.cast(start, tf.int64), size)
 
     def batch(self, step: tf.Tensor):
         """(X, Y) of iteration ``step`` (0-based)."""
@@ -101,7 +108,7 @@ class ArrayBatches:
         step = tf.cast(step, tf.int64)
         epoch = step // self.batches_per_epoch
         k = step % self.batches_per_epoch
-        idx = self._positions(epoch, k * self.batch_size, self.batch_size)
+        idx = self.positions(epoch, k * self.batch_size, self.batch_size)
         return tf.gather(self.X, idx), tf.gather(self.Y, idx)
 
 

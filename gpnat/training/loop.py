@@ -19,7 +19,9 @@ from typing import Callable, Optional, Sequence, Union
 import gpflow
 import numpy as np
 import tensorflow as tf
+import tensorflow_probability as tfp
 from gpflow.keras import tf_keras
+from tensorflow.python.framework import ops as tf_ops
 
 from ..natgrad import NaturalGradient, NaturalGradientError
 from ..recovery import NO_RECOVERY, REASONS, Guard, Recovery
@@ -221,7 +223,7 @@ def train(
         guard = Guard(policy, state)
     parts = Parts(model, qs, q_vars, adam_vars, natgrad, adam, adam_lr, guard, check_from_gamma, counter,
                   takes_data, strategy)
-    run_chunk, traced = _compiled_loop(parts, STEPS[mode], source, compile, jit_compile)
+    run_chunk, traced, release = _compiled_loop(parts, STEPS[mode], source, compile, jit_compile)
 
     history = History(mode=mode)
     checkpoint = None
@@ -269,6 +271,7 @@ def train(
         if bar is not None:
             bar.close()
         history.num_traces = traced()
+        release()
     return history
 
 
@@ -453,9 +456,14 @@ def _compiled_loop(parts: Parts, step, source, compile: bool, jit_compile: bool)
         return [b.stack() for b in buffers]
 
     fn = tf.function(chunk, reduce_retracing=True) if compile else chunk
+    registered = set()  # tf.custom_gradient's registry entries made by tracing fn
 
     def run(n, iterator):
-        return fn(tf.constant(n), iterator)
+        before = _custom_gradients()
+        try:
+            return fn(tf.constant(n), iterator)
+        finally:
+            registered.update(_custom_gradients() - before)
 
     def traced():
         if not compile:
@@ -465,7 +473,62 @@ def _compiled_loop(parts: Parts, step, source, compile: bool, jit_compile: bool)
             count = max(count, iteration.experimental_get_tracing_count())
         return count
 
-    return run, traced
+    def release():
+        _forget_custom_gradients(registered)
+        _clear_bijector_caches(parts.model)
+
+    return run, traced, release
+
+
+def _gradient_registry() -> dict:
+    """TensorFlow's global registry of gradient functions (op type -> entry), or {} if it moved."""
+    registry = getattr(getattr(tf_ops, "_gradient_registry", None), "_registry", None)
+    return registry if isinstance(registry, dict) else {}
+
+
+def _custom_gradients() -> set:
+    return {key for key in _gradient_registry() if key.startswith("CustomGradient-")}
+
+
+def _forget_custom_gradients(keys) -> None:
+    """Remove these ``tf.custom_gradient`` entries from TensorFlow's gradient registry.
+
+    Traced in a graph, every ``tf.custom_gradient`` call (ops of gpflow and
+    TFP use some, and so does :func:`gpnat.gaussian.cholesky`) registers a
+    gradient function under a new op type, which TensorFlow never removes and
+    whose closure holds the traced graph (tensorflow/tensorflow#87414). Each
+    ``train`` call traces its loop anew, so without this every call kept its
+    graphs alive: about 15 MB per call for an SVGP with M = 50. Once ``train``
+    returns nothing can differentiate its graphs again, so their entries go.
+    """
+    registry = _gradient_registry()
+    for key in keys:
+        registry.pop(key, None)
+
+
+def _clear_bijector_caches(model) -> None:
+    """Empty the TFP bijector caches of the model's parameters (each bijector's own entries).
+
+    TFP caches every ``forward`` of a bijector, holding its input strongly. In
+    a chain (gpflow's positive transform: Softplus then Shift) the input of one
+    bijector is a tensor of the traced graph, so the cache kept every graph
+    that ``train`` traced alive after the call. Only a cache: values are
+    recomputed when next needed.
+    """
+    def walk(bijector):
+        yield bijector
+        inner = getattr(bijector, "bijectors", None) or [getattr(bijector, "bijector", None)]
+        for b in inner:
+            if isinstance(b, tfp.bijectors.Bijector):
+                yield from walk(b)
+
+    for parameter in getattr(model, "parameters", ()):
+        transform = getattr(parameter, "transform", None)
+        if isinstance(transform, tfp.bijectors.Bijector):
+            for bijector in walk(transform):
+                cache = getattr(bijector, "_cache", None)
+                if hasattr(cache, "clear"):
+                    cache.clear()
 
 
 def _training_error(it, reason, recovery, policy, natgrad, qs, history) -> Exception:
