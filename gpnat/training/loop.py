@@ -498,8 +498,9 @@ def _forget_custom_gradients(keys) -> None:
     gradient function under a new op type, which TensorFlow never removes and
     whose closure holds the traced graph (tensorflow/tensorflow#87414). Each
     ``train`` call traces its loop anew, so without this every call kept its
-    graphs alive: about 15 MB per call for an SVGP with M = 50. Once ``train``
-    returns nothing can differentiate its graphs again, so their entries go.
+    graphs alive (with the bijector caches below): 15 MB per call for an SVGP
+    with M = 50 on the full data. Once ``train`` returns nothing can
+    differentiate its graphs again, so their entries go.
     """
     registry = _gradient_registry()
     for key in keys:
