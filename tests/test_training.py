@@ -11,7 +11,7 @@ from gpflow.keras import tf_keras
 import gpnat
 from gpnat import schedules
 from gpnat.natgrad import NaturalGradientError
-from gpnat.training import History
+from gpnat.training import History, batches
 from gpnat.training.batches import ArrayBatches
 
 from .conftest import make_kernel, regression_data
@@ -136,6 +136,57 @@ def test_each_epoch_order_is_a_permutation_computed_batch_by_batch(n):
     np.testing.assert_array_equal(pieces, epochs[1][:len(pieces)])
 
 
+def _reference_order(seed, n, epoch, positions):
+    """The documented order in NumPy with Python-int (unbounded) arithmetic, masked to 32 bits
+    where the hash says so: independent of the uint32 graph code."""
+    a = max(2, int(np.ceil(np.sqrt(n))))
+    b = max(2, -(-n // a))
+    keys = tf.random.stateless_uniform([8], seed=[seed, epoch], minval=0, maxval=2 ** 31, dtype=tf.int64)
+    keys = [int(k) for k in keys.numpy()]
+
+    def mix(x):
+        x = (x * 0x2C1B3C6D) & 0xFFFFFFFF
+        x ^= x >> 15
+        x = (x * 0x297A2D39) & 0xFFFFFFFF
+        return x ^ (x >> 12)
+
+    def feistel(x):
+        hi, lo = divmod(x, b)
+        for r in range(8):
+            if r % 2 == 0:
+                hi = (hi + mix(lo ^ keys[r])) % a
+            else:
+                lo = (lo + mix(hi ^ keys[r])) % b
+        return hi * b + lo
+
+    def walk(x):
+        x = feistel(x)
+        while x >= n:
+            x = feistel(x)
+        return x
+
+    return np.array([walk(int(p)) for p in positions])
+
+
+@pytest.mark.parametrize("n, batch_size", [(277, 128), (20_000, 1000), (10_000_000, 256)])
+def test_the_order_matches_an_independent_reference(n, batch_size):
+    """Batches are the documented keyed Feistel order (a resumed run draws the same batches
+    as before): the uint32 graph code against Python-int arithmetic."""
+    X = np.broadcast_to(np.zeros((1, 1)), (n, 1))
+    source = ArrayBatches(X, X, batch_size, seed=3)
+    for epoch in (0, 5):
+        for start in (0, (source.batches_per_epoch - 1) * batch_size):
+            got = source.positions(tf.constant(epoch, tf.int64), tf.constant(start, tf.int64), batch_size)
+            want = _reference_order(3, n, epoch, range(start, start + batch_size))
+            np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_minibatches_of_more_rows_than_uint32_holds_are_refused():
+    X = np.broadcast_to(np.zeros((1, 1)), (batches.MAX_ROWS + 1, 1))  # a view: no memory
+    with pytest.raises(ValueError, match="at most .* rows.*tf.data.Dataset"):
+        ArrayBatches(X, X, 1000, seed=0)
+
+
 def _alive_graphs() -> int:
     from tensorflow.python.framework.func_graph import FuncGraph
 
@@ -147,7 +198,7 @@ def _alive_graphs() -> int:
 def test_repeated_train_calls_keep_no_graphs_alive(rng, batch_size):
     """Each call traces its loop anew; once it returns, its graphs must be freed (TFP's bijector
     cache and tf.custom_gradient's registry held them), and the batches' XLA function is shared."""
-    from gpnat.training import batches, loop
+    from gpnat.training import loop
 
     model, data = _model(rng)
     natgrads = [None, gpnat.NaturalGradient(0.1)]

