@@ -201,10 +201,10 @@ class MeanCholesky(Parametrisation):
         """
         L = tf.linalg.band_part(xi_2, -1, 0)
         grad_L = tf.linalg.band_part(grad_2, -1, 0)
-        P = _phi(tf.linalg.matmul(L, grad_L, transpose_a=True))
-        nat_L = tf.linalg.matmul(L, _phi(P + tf.linalg.adjoint(P)))
-        Lt_g = tf.linalg.matmul(L, gaussian._col_to_batch(grad_1), transpose_a=True)
-        nat_m = gaussian._batch_to_col(tf.linalg.matmul(L, Lt_g))
+        P = _phi(gaussian.matmul(L, grad_L, transpose_a=True))
+        nat_L = gaussian.matmul(L, _phi(P + tf.linalg.adjoint(P)))
+        Lt_g = gaussian.matmul(L, gaussian._col_to_batch(grad_1), transpose_a=True)
+        nat_m = gaussian._batch_to_col(gaussian.matmul(L, Lt_g))
         return nat_m, nat_L
 
     def expectation_gradient(self, xi_1, xi_2, grad_1, grad_2) -> Pair:
@@ -215,14 +215,14 @@ class MeanCholesky(Parametrisation):
         """
         L = tf.linalg.band_part(xi_2, -1, 0)
         grad_L = tf.linalg.band_part(grad_2, -1, 0)
-        P = _phi(tf.linalg.matmul(L, grad_L, transpose_a=True))
+        P = _phi(gaussian.matmul(L, grad_L, transpose_a=True))
         A = tf.linalg.triangular_solve(L, P + tf.linalg.adjoint(P), lower=True, adjoint=True)  # L⁻ᵀ(P+Pᵀ)
         grad_S = 0.5 * tf.linalg.adjoint(
             tf.linalg.triangular_solve(L, tf.linalg.adjoint(A), lower=True, adjoint=True)
         )  # ½ L⁻ᵀ (P+Pᵀ) L⁻¹, symmetric
         grad_S = gaussian.symmetrise(grad_S)
         m = gaussian._col_to_batch(xi_1)
-        v1 = gaussian._col_to_batch(grad_1) - 2.0 * tf.linalg.matmul(grad_S, m)
+        v1 = gaussian._col_to_batch(grad_1) - 2.0 * gaussian.matmul(grad_S, m)
         return gaussian._batch_to_col(v1), grad_S
 
     def natural_step(self, coordinates, xi_1, xi_2, grad_1, grad_2):
@@ -248,7 +248,7 @@ class MeanCholesky(Parametrisation):
         Q = P + tf.linalg.adjoint(P)
         m = gaussian._col_to_batch(xi_1)
         a = tf.linalg.triangular_solve(L, m, lower=True)  # L⁻¹ m = Lᵀ θ₁
-        c = tf.linalg.matmul(L, gaussian._col_to_batch(grad_1), transpose_a=True) - tf.linalg.matmul(Q, a)
+        c = gaussian.matmul(L, gaussian._col_to_batch(grad_1), transpose_a=True) - gaussian.matmul(Q, a)
         eye = tf.eye(tf.shape(L)[-1], batch_shape=tf.shape(L)[:-2], dtype=L.dtype)
         Lt = tf.linalg.adjoint(L)
         reverse = lambda A: tf.reverse(A, axis=[-2, -1])  # noqa: E731  (J A J)
@@ -258,7 +258,7 @@ class MeanCholesky(Parametrisation):
             V = reverse(tf.linalg.cholesky(reverse(eye + gamma * Q)))
             L_new_t = gaussian.solve_upper_triangular(V, Lt)
             Rt_t = tf.linalg.triangular_solve(V, a - gamma * c, lower=False)
-            m_new = tf.linalg.matmul(L_new_t, Rt_t, transpose_a=True)
+            m_new = gaussian.matmul(L_new_t, Rt_t, transpose_a=True)
             return gaussian._batch_to_col(m_new), tf.linalg.band_part(tf.linalg.adjoint(L_new_t), -1, 0)
 
         return step
@@ -272,9 +272,9 @@ class MeanCholesky(Parametrisation):
         L = tf.linalg.band_part(xi_2, -1, 0)
         v2 = gaussian.symmetrise(v_2)
         m = gaussian._col_to_batch(xi_1)
-        inner = gaussian._col_to_batch(v_1) + 2.0 * tf.linalg.matmul(v2, m)
-        dm = tf.linalg.matmul(L, tf.linalg.matmul(L, inner, transpose_a=True))
-        dL = 2.0 * tf.linalg.matmul(L, _phi(tf.linalg.matmul(L, tf.linalg.matmul(v2, L), transpose_a=True)))
+        inner = gaussian._col_to_batch(v_1) + 2.0 * gaussian.matmul(v2, m)
+        dm = gaussian.matmul(L, gaussian.matmul(L, inner, transpose_a=True))
+        dL = 2.0 * gaussian.matmul(L, _phi(gaussian.matmul(L, gaussian.matmul(v2, L), transpose_a=True)))
         return gaussian._batch_to_col(dm), dL
 
 
@@ -327,9 +327,9 @@ class Natural(Parametrisation):
         chol = tf.linalg.cholesky(P)
         m = tf.linalg.cholesky_solve(chol, gaussian._col_to_batch(xi_1))  # [L, M, 1]
         g1 = gaussian._col_to_batch(grad_1)
-        G = gaussian.symmetrise(tf.linalg.matmul(g1, m, transpose_b=True)) - 0.5 * gaussian.symmetrise(grad_2)
-        v2 = -tf.linalg.matmul(P, tf.linalg.matmul(G, P))
-        v1 = tf.linalg.matmul(P, g1) - 2.0 * tf.linalg.matmul(v2, m)
+        G = gaussian.symmetrise(gaussian.matmul(g1, m, transpose_b=True)) - 0.5 * gaussian.symmetrise(grad_2)
+        v2 = -gaussian.matmul(P, gaussian.matmul(G, P))
+        v1 = gaussian.matmul(P, g1) - 2.0 * gaussian.matmul(v2, m)
         return gaussian._batch_to_col(v1), v2
 
 
@@ -371,13 +371,13 @@ class Expectation(Parametrisation):
         dm = S v₁ + 2 S v₂ m and dη₂ = dS + dm mᵀ + m dmᵀ. Matrix products only.
         """
         m = gaussian._col_to_batch(xi_1)
-        S = gaussian.symmetrise(xi_2) - tf.linalg.matmul(m, m, transpose_b=True)
+        S = gaussian.symmetrise(xi_2) - gaussian.matmul(m, m, transpose_b=True)
         v1 = gaussian._col_to_batch(v_1)
         v2 = gaussian.symmetrise(v_2)
-        S_v2 = tf.linalg.matmul(S, v2)
-        dS = 2.0 * tf.linalg.matmul(S_v2, S)
-        dm = tf.linalg.matmul(S, v1) + 2.0 * tf.linalg.matmul(S_v2, m)
-        dm_mT = tf.linalg.matmul(dm, m, transpose_b=True)
+        S_v2 = gaussian.matmul(S, v2)
+        dS = 2.0 * gaussian.matmul(S_v2, S)
+        dm = gaussian.matmul(S, v1) + 2.0 * gaussian.matmul(S_v2, m)
+        dm_mT = gaussian.matmul(dm, m, transpose_b=True)
         return gaussian._batch_to_col(dm), dS + dm_mT + tf.linalg.adjoint(dm_mT)
 
 
@@ -411,11 +411,11 @@ class MeanPrecisionCholesky(Parametrisation):
         """
         R = tf.linalg.band_part(xi_2, -1, 0)
         grad_R = tf.linalg.band_part(grad_2, -1, 0)
-        P = _phi(tf.linalg.matmul(R, grad_R, transpose_a=True))
-        grad_S = -0.5 * tf.linalg.matmul(R, tf.linalg.matmul(P + tf.linalg.adjoint(P), R, transpose_b=True))
+        P = _phi(gaussian.matmul(R, grad_R, transpose_a=True))
+        grad_S = -0.5 * gaussian.matmul(R, gaussian.matmul(P + tf.linalg.adjoint(P), R, transpose_b=True))
         grad_S = gaussian.symmetrise(grad_S)
         m = gaussian._col_to_batch(xi_1)
-        v1 = gaussian._col_to_batch(grad_1) - 2.0 * tf.linalg.matmul(grad_S, m)
+        v1 = gaussian._col_to_batch(grad_1) - 2.0 * gaussian.matmul(grad_S, m)
         return gaussian._batch_to_col(v1), grad_S
 
     def is_valid(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> tf.Tensor:

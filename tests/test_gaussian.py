@@ -224,3 +224,24 @@ def test_cholesky_second_derivatives_and_forward_mode_match_tensorflows(rng):
     with tf.autodiff.ForwardAccumulator(A, V) as ref:
         L_ref = tf.linalg.cholesky(A)
     np.testing.assert_allclose(acc.jvp(L).numpy(), ref.jvp(L_ref).numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_matmul_equals_tensorflows(rng, batch, dtype):
+    """A batch of one is multiplied in 2-D (faster in float32 on CPU): the same product,
+    bitwise in float64; an unknown batch size takes TensorFlow's batched product."""
+    A = rng.normal(size=(batch, 7, 7)).astype(dtype)
+    B = rng.normal(size=(batch, 7, 2)).astype(dtype)
+    unknown = tf.function(gaussian.matmul, input_signature=[tf.TensorSpec([None, 7, 7], dtype)] * 2)
+    for ta in (False, True):
+        for tb in (False, True):
+            want = tf.linalg.matmul(A, A, transpose_a=ta, transpose_b=tb).numpy()
+            got = gaussian.matmul(tf.constant(A), tf.constant(A), transpose_a=ta, transpose_b=tb)
+            assert got.shape == want.shape
+            if dtype == np.float64:
+                np.testing.assert_array_equal(got, want)
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(unknown(A, A), np.matmul(A, A), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gaussian.matmul(A, B, transpose_a=True), np.matmul(A.transpose(0, 2, 1), B),
+                               rtol=1e-5, atol=1e-5)
