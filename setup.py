@@ -26,6 +26,8 @@ setup(
         "test": [
             "scikit-learn>=1.9",  # the experiments extra: the tests, the demo and the notebooks use its data
             "pytest>=9.0",
+            # `make test` spreads the tests over the machine's cores (pytest -n auto)
+            "pytest-xdist>=3.6",
             "ruff>=0.17",
             "hypothesis>=6.150",
             # tests/test_notebooks.py executes the notebooks
