@@ -151,6 +151,14 @@ def test_bad_data_is_a_clear_error(rng, mangle, match, compiled):
         np.testing.assert_array_equal(v.numpy(), b)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_inducing_inputs_with_nan_or_inf_are_a_clear_error(bad):
+    Z = np.zeros((3, D))
+    Z[1, 0] = bad
+    with pytest.raises(ValueError, match="the inducing inputs Z contain NaN or inf"):
+        gpnat.SVGP(make_kernel(), gpflow.likelihoods.Gaussian(), Z)
+
+
 def test_q_is_exposed_and_parametrisation_named(rng):
     model = gpnat.SVGP(make_kernel(), gpflow.likelihoods.Gaussian(), np.zeros((3, D)),
                        parametrisation="expectation", num_latent_gps=2)

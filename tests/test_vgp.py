@@ -234,6 +234,16 @@ def test_train_full_batch_with_the_defaults(likelihood, rng):
     assert not np.allclose(model.kernel.lengthscales.numpy(), make_kernel().lengthscales.numpy())
 
 
+def test_train_refuses_data_that_are_not_its_own_before_tracing(rng):
+    X, Y = regression_data(rng, N=N)
+    model = gpnat.VGP((X, Y), make_kernel(), gpflow.likelihoods.Gaussian())
+    with pytest.raises(ValueError, match="full-batch over its own data") as error:
+        gpnat.train(model, data=(X[:, :1], Y), iterations=2, progress=False)
+    assert "in user code" not in str(error.value)
+    with pytest.raises(ValueError, match="the Y given differs from model.data"):
+        gpnat.train(model, data=(X, Y + 1.0), iterations=2, progress=False)
+
+
 def test_train_refuses_minibatches(rng):
     X, Y = regression_data(rng, N=N)
     model = gpnat.VGP((X, Y), make_kernel(), gpflow.likelihoods.Gaussian())

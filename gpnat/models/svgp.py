@@ -113,6 +113,10 @@ class SVGP(GPModel, ExternalDataTrainingLossMixin):
             raise ValueError(f"num_data must be a positive integer or None, got {num_data!r}")
         self.num_data = num_data
         self.whiten = bool(whiten)
+        if not isinstance(inducing_variable, gpflow.inducing_variables.InducingVariables):
+            Z = np.asarray(inducing_variable, dtype=np.float64)
+            if not np.all(np.isfinite(Z)):
+                raise ValueError("the inducing inputs Z contain NaN or inf")
         self.inducing_variable = inducingpoint_wrapper(inducing_variable)
         self.q = VariationalGaussian(
             self.inducing_variable.num_inducing,

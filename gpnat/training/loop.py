@@ -412,6 +412,7 @@ def _batches(model, data, batch_size, seed, strategy=None):
             return None, distributed_batches(strategy, batches)
         return None, iter(batches)
     X, Y = check_arrays(data)
+    _check_against_model(model, X, Y)
     N = X.shape[0]
     if batch_size is not None and batch_size < N:
         num_data = getattr(model, "num_data", None)
@@ -423,6 +424,17 @@ def _batches(model, data, batch_size, seed, strategy=None):
         if num_data != N:
             warnings.warn(f"model.num_data = {num_data} but the data have N = {N} rows")
     return ArrayBatches(X, Y, batch_size, seed), None
+
+
+def _check_against_model(model, X: np.ndarray, Y: np.ndarray) -> None:
+    """The model's own checks of the data (input dimension, VGP's own data), run on the host
+    before anything is traced, so a mismatch is a plain error that names it."""
+    check_inputs = getattr(model, "_check_inputs", None)  # gpnat.SVGP
+    if check_inputs is not None:
+        check_inputs(X[:1], Y[:1])
+    own_data = getattr(model, "_own_data", None)  # gpnat.VGP
+    if own_data is not None:
+        own_data((X, Y))
 
 
 def _compiled_loop(parts: Parts, step, source, compile: bool, jit_compile: bool):
