@@ -375,6 +375,9 @@ def test_callbacks_and_history_plot(rng, tmp_path):
         (dict(iterations=2, natgrad=None, adam_lr=None), ValueError, "nothing to train"),
         (dict(iterations=2, natgrad=None, fused=True), ValueError, "fused"),
         (dict(iterations=2, natgrad=0.1), TypeError, "NaturalGradient"),
+        (dict(iterations=2, seed="a"), ValueError, "seed must be an integer"),
+        (dict(iterations=2, seed=2 ** 70), ValueError, "seed must be an integer"),
+        (dict(iterations=2, checkpoint_every="5"), ValueError, "checkpoint_every"),
     ],
 )
 def test_bad_arguments(rng, kwargs, error, match):
@@ -390,6 +393,7 @@ def test_bad_arguments(rng, kwargs, error, match):
         (lambda X, Y: (X, Y[:-1]), "same number of rows"),
         (lambda X, Y: (X, Y.ravel()), r"\[N, P\]"),
         (lambda X, Y: (X[:, :1], Y), "X has 1 input dimensions but the inducing inputs Z have 2"),
+        (lambda X, Y: (X[:0], Y[:0]), "no rows"),
     ],
 )
 def test_bad_data_leaves_the_model_unchanged(rng, mangle, match):

@@ -21,6 +21,8 @@ def check_arrays(data) -> Tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"X must be [N, D] and Y [N, P], got shapes {list(X.shape)} and {list(Y.shape)}")
     if X.shape[0] != Y.shape[0]:
         raise ValueError(f"X and Y must have the same number of rows, got {X.shape[0]} and {Y.shape[0]}")
+    if X.shape[0] == 0:
+        raise ValueError("the data have no rows (X and Y are [0, ...])")
     if not np.all(np.isfinite(X)):
         raise ValueError("X contains NaN or inf")
     if not np.all(np.isfinite(Y)):

@@ -177,6 +177,9 @@ def train(
     def scope():  # variables made here are mirrored like the model's under a strategy
         return strategy.scope() if strategy is not None else nullcontext()
 
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                             or not -2 ** 63 <= seed < 2 ** 63):
+        raise ValueError(f"seed must be an integer (int64) or None, got {seed!r}")
     with scope():  # the default optimizer's variables are mirrored too
         iterations, natgrad, fused, steps_per_call = _check_arguments(
             model, data, iterations, natgrad, adam_lr, batch_size, fused, callbacks, checkpoint_every, steps_per_call)
@@ -283,7 +286,8 @@ def _check_arguments(model, data, iterations, natgrad, adam_lr, batch_size, fuse
         raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}")
     if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-    if checkpoint_every < 1:
+    if (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, (int, np.integer))
+            or checkpoint_every < 1):
         raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
     if natgrad is _DEFAULT:
         natgrad = _DEFAULT.make(model, _full_batch(data, batch_size))
