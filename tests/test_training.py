@@ -225,6 +225,29 @@ def test_tf_data_inputs(rng):
         gpnat.train(model, examples, iterations=1, progress=False)
 
 
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda ds: ds.take(0), ValueError, "yields no batches"),
+        (lambda ds: ds.take(10), ValueError, "yields no batches"),  # fewer examples than one batch
+        (lambda ds: ds.filter(lambda x, y: False), ValueError, "yields no batches"),  # empty, size unknown
+        (lambda ds: ds.map(lambda x, y: (x, y, y)), TypeError, r"\(X, Y\) pairs"),
+        (lambda ds: ds.map(lambda x, y: (x[:1], y)), ValueError, "input dimensions"),
+    ],
+    ids=["empty", "fewer-than-a-batch", "empty-of-unknown-size", "three-tensors", "wrong-input-dimension"],
+)
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "eager"])
+def test_bad_datasets_are_clear_errors_and_leave_the_model_unchanged(rng, make, error, match, compiled):
+    model, data = _model(rng)
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    with pytest.raises(error, match=match) as raised:
+        gpnat.train(model, make(tf.data.Dataset.from_tensor_slices(data)), iterations=3, batch_size=15,
+                    progress=False, compile=compiled)
+    assert "in user code" not in str(raised.value)
+    for v, b in zip(model.trainable_variables, before):
+        np.testing.assert_array_equal(v.numpy(), b)
+
+
 def test_float32(rng):
     with gpflow.config.as_context(gpflow.config.Config(float=np.float32, jitter=1e-5)):
         model, data = _model(rng)

@@ -131,8 +131,22 @@ class ArrayBatches:
         return tf.gather(self.X, idx), tf.gather(self.Y, idx)
 
 
+#: the error for a Dataset that yields no batch
+NO_BATCHES = ("the Dataset yields no batches: it is empty, or it has fewer single examples than "
+              "batch_size (a last, partial batch is dropped)")
+
+
 def dataset_batches(dataset: tf.data.Dataset, batch_size: Optional[int], seed: int):
-    element_rank = len(dataset.element_spec[0].shape)
+    """The batches of ``dataset``, cast to gpflow's float and repeated without end.
+
+    ``dataset`` yields (X, Y) pairs: single examples (X [D], Y [P]; batched here,
+    shuffled from ``seed``, the last partial batch dropped) or batches
+    (X [B, D], Y [B, P]; used as they come).
+    """
+    spec = dataset.element_spec
+    if not (isinstance(spec, tuple) and len(spec) == 2):
+        raise TypeError(f"a Dataset for training must yield (X, Y) pairs, got elements {spec!r}")
+    element_rank = len(spec[0].shape)
     if element_rank == 1:  # single examples
         if batch_size is None:
             raise ValueError("a Dataset of single examples needs batch_size")
@@ -140,5 +154,7 @@ def dataset_batches(dataset: tf.data.Dataset, batch_size: Optional[int], seed: i
         dataset = dataset.batch(batch_size, drop_remainder=True)
     elif batch_size is not None:
         raise ValueError("the Dataset already yields batches: leave batch_size=None")
+    if dataset.cardinality() == 0:
+        raise ValueError(NO_BATCHES)
     dtype = gpflow.default_float()
     return dataset.map(lambda x, y: (tf.cast(x, dtype), tf.cast(y, dtype))).repeat()

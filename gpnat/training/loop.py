@@ -27,7 +27,7 @@ from ..natgrad import NaturalGradient, NaturalGradientError
 from ..recovery import NO_RECOVERY, REASONS, Guard, Recovery
 from ..schedules import LogLinear
 from ..variational import variational_distributions
-from .batches import ArrayBatches, check_arrays, dataset_batches
+from .batches import NO_BATCHES, ArrayBatches, check_arrays, dataset_batches
 from .checkpoints import latest_checkpoint, remove_unfinished_saves, write_checkpoint
 from .distributed import call_size_agreement, check_strategy, distributed_batches, worker_checkpoint_dir
 from .history import History
@@ -412,6 +412,9 @@ def _batches(model, data, batch_size, seed, strategy=None):
                 "number of training points) to scale the ELBO by N / B: construct it with num_data=N"
             )
         batches = dataset_batches(data, batch_size, seed)
+        x_shape, y_shape = (spec.shape for spec in batches.element_spec)
+        if x_shape.rank == 2 and y_shape.rank == 2 and None not in (x_shape[1], y_shape[1]):
+            _check_against_model(model, np.zeros((0, x_shape[1])), np.zeros((0, y_shape[1])), own_data=False)
         if strategy is not None:
             return None, distributed_batches(strategy, batches)
         return None, iter(batches)
@@ -430,15 +433,15 @@ def _batches(model, data, batch_size, seed, strategy=None):
     return ArrayBatches(X, Y, batch_size, seed), None
 
 
-def _check_against_model(model, X: np.ndarray, Y: np.ndarray) -> None:
-    """The model's own checks of the data (input dimension, VGP's own data), run on the host
-    before anything is traced, so a mismatch is a plain error that names it."""
+def _check_against_model(model, X: np.ndarray, Y: np.ndarray, own_data: bool = True) -> None:
+    """The model's own checks of the data (input dimension; with ``own_data``, VGP's own data),
+    run on the host before anything is traced, so a mismatch is a plain error that names it."""
     check_inputs = getattr(model, "_check_inputs", None)  # gpnat.SVGP
     if check_inputs is not None:
         check_inputs(X[:1], Y[:1])
-    own_data = getattr(model, "_own_data", None)  # gpnat.VGP
-    if own_data is not None:
-        own_data((X, Y))
+    check_own = getattr(model, "_own_data", None)  # gpnat.VGP
+    if own_data and check_own is not None:
+        check_own((X, Y))
 
 
 def _compiled_loop(parts: Parts, step, source, compile: bool, jit_compile: bool):
@@ -478,6 +481,8 @@ def _compiled_loop(parts: Parts, step, source, compile: bool, jit_compile: bool)
         before = _custom_gradients()
         try:
             return fn(tf.constant(n), iterator)
+        except (tf.errors.OutOfRangeError, StopIteration) as error:  # a Dataset of unknown size, empty
+            raise ValueError(NO_BATCHES) from error
         finally:
             registered.update(_custom_gradients() - before)
 
