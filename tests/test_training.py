@@ -1,6 +1,7 @@
 """gpnat.train: modes, compiled iteration, safe steps, checkpoints, progress and History."""
 
 import gc
+import re
 
 import gpflow
 import numpy as np
@@ -565,6 +566,53 @@ def test_unfinished_saves_are_cleaned_up_at_the_next_start(tmp_path):
     (tmp_path / "ck" / ".latest-4567").write_text("ckpt-000000099")
     _checkpoint_run(tmp_path, 7, checkpoint_dir=tmp_path / "ck", checkpoint_every=5)
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["ckpt-000000005", "ckpt-000000007", "latest"]
+
+
+def _resume_into(model, data, tmp_path, **kwargs):
+    before = [v.numpy().copy() for v in model.variables]
+    with pytest.raises(ValueError, match="cannot resume from the checkpoint") as raised:
+        gpnat.train(model, data, iterations=8, batch_size=20, progress=False, checkpoint_dir=tmp_path / "ck",
+                    **kwargs)
+    for v, b in zip(model.variables, before):  # all or nothing: the model keeps its state
+        np.testing.assert_array_equal(v.numpy(), b)
+    assert (tmp_path / "ck" / "latest").read_text() == "ckpt-000000005"
+    return str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "build, kwargs, match",
+    [
+        (dict(parametrisation="natural"), {}, r"storage differs.*MeanCholesky\(\).*Natural\(\)"),
+        ({}, dict(natgrad=None), "the mode differs: the checkpoint has 'fused', this training 'adam'"),
+        (dict(M=M + 2), {},
+         rf"'\.inducing_variable\.Z' is float64 \[{M}, 2\] in the checkpoint, float64 \[{M + 2}, 2\] here"),
+    ],
+    ids=["storage", "mode", "shape"],
+)
+def test_a_checkpoint_of_another_training_is_refused_by_name(tmp_path, build, kwargs, match):
+    _checkpoint_run(tmp_path, 5, checkpoint_dir=tmp_path / "ck", checkpoint_every=5)
+    rng = np.random.default_rng(5)
+    X, Y = regression_data(rng, N=N)
+    model = gpnat.SVGP(make_kernel(), gpflow.likelihoods.Gaussian(0.3), X[:build.pop("M", M)].copy(),
+                       num_data=N, **build)
+    assert re.search(match, _resume_into(model, (X, Y), tmp_path, **kwargs))
+
+
+@pytest.mark.parametrize("what", ["shapes", "invalid q(u)"])
+def test_resuming_a_checkpoint_without_its_record_is_all_or_nothing(tmp_path, what):
+    """A checkpoint whose gpnat.json is missing (as one written before it existed): a restore that fails
+    midway, or that leaves q(u) invalid, puts every variable back."""
+    _checkpoint_run(tmp_path, 5, checkpoint_dir=tmp_path / "ck", checkpoint_every=5)
+    (tmp_path / "ck" / "ckpt-000000005" / "gpnat.json").unlink()
+    rng = np.random.default_rng(5)
+    X, Y = regression_data(rng, N=N)
+    if what == "shapes":
+        model = gpnat.SVGP(make_kernel(), gpflow.likelihoods.Gaussian(0.3), X[:M + 2].copy(), num_data=N)
+    else:  # the mean/Cholesky numbers read as natural parameters: θ₂ = L is not negative definite
+        model = gpnat.SVGP(make_kernel(), gpflow.likelihoods.Gaussian(0.3), X[:M].copy(), num_data=N,
+                           parametrisation="natural")
+    message = _resume_into(model, (X, Y), tmp_path)
+    assert what != "invalid q(u)" or "not a valid Gaussian" in message
 
 
 @pytest.mark.parametrize(

@@ -1,15 +1,58 @@
-"""Checkpoints written atomically (temporary folder, then rename), and resumed from."""
+"""Checkpoints written atomically (temporary folder, then rename), and resumed from.
+
+Beside each checkpoint, ``gpnat.json`` records what a training must agree on to
+resume from it (:func:`signature`): the model's class, how each q(u) is stored,
+the mode, and the shape and dtype of every variable saved. Resuming checks it
+first, then restores all or nothing (:func:`restore`).
+"""
+import json
 import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, Sequence
 
+import gpflow
+import numpy as np
 import tensorflow as tf
 
 from .history import History
 
-__all__ = ["latest_checkpoint", "remove_unfinished_saves", "write_checkpoint"]
+__all__ = ["latest_checkpoint", "remove_unfinished_saves", "restore", "signature", "write_checkpoint"]
+
+SIGNATURE_FILE = "gpnat.json"
+
+
+def signature(model, storages: Sequence[str], mode: str, variables: Sequence[tf.Variable]) -> dict:
+    """What a checkpoint must agree on to be resumed (written as ``gpnat.json``).
+
+    :param storages: how each q(u) is stored (the parametrisations' reprs);
+        the same numbers mean a different q(u) in another parametrisation.
+    :param variables: every variable the checkpoint saves, in a fixed order.
+    """
+    paths = {}  # the model's variables by gpflow's path (".kernel.lengthscales"), the rest by TensorFlow's name
+    for path, value in gpflow.utilities.parameter_dict(model).items():
+        paths[id(getattr(value, "unconstrained_variable", value))] = path
+    return {
+        "model": type(model).__name__,
+        "storage": list(storages),
+        "mode": mode,
+        "variables": [[paths.get(id(v), v.name), list(v.shape), v.dtype.name] for v in variables],
+    }
+
+
+def _mismatch(saved: dict, current: dict) -> Optional[str]:
+    """How ``saved`` (a checkpoint's signature) differs from ``current``, or None."""
+    for key, what in (("model", "the model class"), ("storage", "q(u)'s storage"), ("mode", "the mode")):
+        if saved.get(key) != current[key]:
+            return f"{what} differs: the checkpoint has {saved.get(key)!r}, this training {current[key]!r}"
+    old, new = saved.get("variables", []), current["variables"]
+    if len(old) != len(new):
+        return f"the checkpoint saves {len(old)} variables, this training {len(new)}"
+    for (name, *spec), (_, *now) in zip(old, new):
+        if spec != now:
+            return f"variable {name!r} is {spec[1]} {spec[0]} in the checkpoint, {now[1]} {now[0]} here"
+    return None
 
 
 def latest_checkpoint(directory: Path) -> Optional[Path]:
@@ -32,14 +75,48 @@ def remove_unfinished_saves(directory: Path) -> None:
             path.unlink(missing_ok=True)
 
 
+def restore(checkpoint: tf.train.Checkpoint, prefix: Path, current: dict, variables: Sequence[tf.Variable],
+            problem: Callable[[], Optional[str]]) -> None:
+    """Restore ``checkpoint`` from ``prefix``, all or nothing.
+
+    Refuses (ValueError, nothing changed) a checkpoint whose ``gpnat.json`` differs
+    from ``current`` (one written before these files existed is not checked). If
+    reading fails, or ``problem()`` then names one (e.g. an invalid q(u)), every
+    one of ``variables`` gets its value from before back and ValueError is raised.
+    """
+    folder = prefix.parent
+    advice = "resume with the same model and settings, or train into another checkpoint_dir"
+    saved = folder / SIGNATURE_FILE
+    if saved.exists():
+        mismatch = _mismatch(json.loads(saved.read_text()), current)
+        if mismatch is not None:
+            raise ValueError(f"cannot resume from the checkpoint {folder}: {mismatch}; {advice}")
+    before = [np.array(v.numpy()) for v in variables]
+    try:
+        checkpoint.read(str(prefix)).assert_existing_objects_matched()
+        reason = problem()
+    except (ValueError, AssertionError, tf.errors.OpError) as error:
+        reason = str(error).strip().splitlines()[0]
+    if reason is not None:
+        for v, value in zip(variables, before):
+            v.assign(value)
+        raise ValueError(f"cannot resume from the checkpoint {folder}: {reason}; the model keeps its "
+                         f"state; {advice}")
+
+
 def write_checkpoint(checkpoint: tf.train.Checkpoint, directory: Path, step: int,
-                      history: History, keep: int = 2) -> Path:
-    """Write to a temporary folder, rename it into place, then move the 'latest' pointer."""
+                     history: History, keep: int = 2, current: Optional[dict] = None) -> Path:
+    """Write to a temporary folder, rename it into place, then move the 'latest' pointer.
+
+    ``current``: the training's :func:`signature`, written beside as ``gpnat.json``.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".tmp-{uuid.uuid4().hex}"
     tmp.mkdir()
     checkpoint.write(str(tmp / "ckpt"))
     history.to_json(tmp / "history.json")
+    if current is not None:
+        (tmp / SIGNATURE_FILE).write_text(json.dumps(current))
     final = directory / f"ckpt-{step:09d}"
     if final.exists():
         shutil.rmtree(final)

@@ -28,7 +28,7 @@ from ..recovery import NO_RECOVERY, REASONS, Guard, Recovery
 from ..schedules import LogLinear
 from ..variational import variational_distributions
 from .batches import NO_BATCHES, ArrayBatches, check_arrays, dataset_batches
-from .checkpoints import latest_checkpoint, remove_unfinished_saves, write_checkpoint
+from .checkpoints import latest_checkpoint, remove_unfinished_saves, restore, signature, write_checkpoint
 from .distributed import call_size_agreement, check_strategy, distributed_batches, worker_checkpoint_dir
 from .history import History
 from .steps import STEPS, Parts, result_dtypes
@@ -233,7 +233,12 @@ def train(
     if checkpoint_dir is not None:
         checkpoint_dir = Path(checkpoint_dir)
         trackables = dict(model=model, step=counter, recovery=guard, natgrad=natgrad, adam=adam, data=iterator)
-        checkpoint, history = _resume(checkpoint_dir, trackables, history)
+        saved = _unique([*model.variables, counter, *guard.variables,
+                         *(natgrad.variables if natgrad is not None else ()),
+                         *(adam.variables if adam is not None else ())])
+        current = signature(model, [repr(q.parametrisation) for q in qs], mode, saved)
+        checkpoint, history = _resume(checkpoint_dir, trackables, history, current, saved,
+                                      partial(_restored_problem, model, qs))
         checkpoint_dir = worker_checkpoint_dir(strategy, checkpoint_dir)  # where this process writes
 
     # the loop: one compiled call per chunk of iterations; the host acts between calls
@@ -267,7 +272,7 @@ def train(
                 for callback in callbacks:
                     callback(done, history)
                 if checkpoint is not None and (done % checkpoint_every == 0 or done == iterations):
-                    write_checkpoint(checkpoint, checkpoint_dir, done, history)
+                    write_checkpoint(checkpoint, checkpoint_dir, done, history, current=current)
             size = agree(_next_size(steps_per_call, k, end - start, first=first))
             first = False
     finally:
@@ -336,13 +341,29 @@ def _loss_takes_data(model, data, batch_size) -> bool:
     return False
 
 
-def _resume(directory: Path, trackables: dict, history: History):
-    """A checkpoint of ``trackables`` (None entries left out), restored from ``directory`` if it has one."""
+def _unique(variables) -> list:
+    """``variables`` without repeats (by identity), in order."""
+    seen = set()
+    return [v for v in variables if not (id(v) in seen or seen.add(id(v)))]
+
+
+def _restored_problem(model, qs) -> Optional[str]:
+    """What is wrong with a model just restored from a checkpoint, or None."""
+    if not all(np.all(np.isfinite(v.numpy())) for v in model.trainable_variables):
+        return "the restored model has NaN or inf in its variables"
+    if not all(bool(q.is_valid()) for q in qs):
+        return "the restored q(u) is not a valid Gaussian"
+    return None
+
+
+def _resume(directory: Path, trackables: dict, history: History, current: dict, variables, problem):
+    """A checkpoint of ``trackables`` (None entries left out), restored from ``directory`` if it has one
+    (:func:`~gpnat.training.checkpoints.restore`: checked against ``current``, all or nothing)."""
     remove_unfinished_saves(directory)
     checkpoint = tf.train.Checkpoint(**{k: v for k, v in trackables.items() if v is not None})
     latest = latest_checkpoint(directory)
     if latest is not None:
-        checkpoint.read(str(latest)).assert_existing_objects_matched()
+        restore(checkpoint, latest, current, variables, problem)
         saved = latest.parent / "history.json"
         if saved.exists():
             restored = History.from_json(saved)
