@@ -316,6 +316,8 @@ class NaturalGradient(tf.Module):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(variables)
             loss = loss_fn()
+        if loss.shape.rank not in (0, None):
+            raise ValueError(f"loss_fn must return a scalar loss, got shape {loss.shape.as_list()}; q(u) is unchanged")
         grads = tape.gradient(loss, variables)
         accepted = self.apply_gradients(qs, grads)
         self._raise_if_rejected(accepted)

@@ -302,6 +302,16 @@ def test_invalid_gamma_from_a_schedule_is_refused_and_state_kept(rng, bad):
         np.testing.assert_array_equal(v.numpy(), b)
 
 
+def test_a_loss_that_is_not_a_scalar_is_refused_and_state_kept(rng):
+    model, data, _ = _gaussian_problem(rng)
+    before = [v.numpy().copy() for v in model.q.xi]
+    loss = model.training_loss_closure(data, compile=False)
+    with pytest.raises(ValueError, match=r"scalar loss, got shape \[3\]"):
+        gpnat.NaturalGradient(0.5).minimize(lambda: loss() * tf.ones(3, tf.float64), model.q)
+    for v, b in zip(model.q.xi, before):
+        np.testing.assert_array_equal(v.numpy(), b)
+
+
 def _overconfident(rng, parametrisation):
     """A start with S₀ = 10⁻² I, from which a γ = 3 step in θ or η leaves the PD cone."""
     model, data, _ = _gaussian_problem(rng, parametrisation=parametrisation, noise=0.5)
