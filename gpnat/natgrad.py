@@ -342,7 +342,17 @@ class NaturalGradient(tf.Module):
         qs = as_list(q)
         step = self.iterations + 1
         dtype = gpflow.default_float()
-        gamma = tf.cast(self.gamma(step), dtype)
+        value = self.gamma(step)
+        try:
+            gamma = tf.convert_to_tensor(value, dtype_hint=dtype)  # a Python float stays exact
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"the gamma schedule {self.gamma!r} must return a number, got {value!r}") from error
+        if not (gamma.dtype.is_floating or gamma.dtype.is_integer):
+            raise TypeError(f"the gamma schedule {self.gamma!r} must return a number, got {value!r}")
+        gamma = tf.cast(gamma, dtype)
+        if gamma.shape.rank not in (0, None):
+            raise ValueError(f"the gamma schedule {self.gamma!r} must return a scalar, got shape "
+                             f"{gamma.shape.as_list()}")
         self._check_gamma_value(gamma)
         if scale is not None:
             gamma = gamma * tf.cast(scale, dtype)

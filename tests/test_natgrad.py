@@ -302,6 +302,33 @@ def test_invalid_gamma_from_a_schedule_is_refused_and_state_kept(rng, bad):
         np.testing.assert_array_equal(v.numpy(), b)
 
 
+@pytest.mark.parametrize(
+    "schedule, error, match",
+    [
+        (lambda t: tf.constant([0.1, 0.2], tf.float64), ValueError, r"must return a scalar, got shape \[2\]"),
+        (lambda t: "fast", TypeError, "must return a number, got 'fast'"),
+    ],
+    ids=["vector", "text"],
+)
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_a_schedule_that_returns_no_scalar_number_is_refused_and_state_kept(rng, schedule, error, match, compiled):
+    model, data, _ = _gaussian_problem(rng)
+    before = [v.numpy().copy() for v in model.q.xi]
+    opt = gpnat.NaturalGradient(schedule)
+    step = lambda: opt.minimize(model.training_loss_closure(data, compile=False), model.q)  # noqa: E731
+    with pytest.raises(error, match=match):
+        tf.function(step)() if compiled else step()
+    for v, b in zip(model.q.xi, before):
+        np.testing.assert_array_equal(v.numpy(), b)
+
+
+def test_a_schedule_returning_a_python_float_gives_that_gamma_exactly(rng):
+    model, data, _ = _gaussian_problem(rng)
+    opt = gpnat.NaturalGradient(lambda t: 0.1)
+    opt.minimize(model.training_loss_closure(data, compile=False), model.q)
+    assert opt.last_gamma.numpy() == 0.1  # not float32's 0.10000000149
+
+
 def test_a_loss_that_is_not_a_scalar_is_refused_and_state_kept(rng):
     model, data, _ = _gaussian_problem(rng)
     before = [v.numpy().copy() for v in model.q.xi]
