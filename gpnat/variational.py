@@ -239,6 +239,9 @@ class _GpflowDiagonalMeanStd(DiagonalMeanStd):
     def is_valid(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> tf.Tensor:
         return tf.logical_and(super().is_valid(xi_1, xi_2), tf.reduce_all(xi_2 > 0))
 
+    def __repr__(self) -> str:
+        return "DiagonalMeanStd()"
+
 
 class _XiTransformCoordinates(Parametrisation):
     """A gpflow ``XiTransform`` (other than XiNat and XiSqrtMeanVar) as step coordinates."""

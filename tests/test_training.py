@@ -598,6 +598,17 @@ def test_a_checkpoint_of_another_training_is_refused_by_name(tmp_path, build, kw
     assert re.search(match, _resume_into(model, (X, Y), tmp_path, **kwargs))
 
 
+def test_a_checkpoint_of_a_gpflow_svgp_is_refused_by_a_gpnat_svgp(tmp_path):
+    rng = np.random.default_rng(5)
+    X, Y = regression_data(rng, N=N)
+    theirs = gpflow.models.SVGP(make_kernel(), gpflow.likelihoods.Gaussian(0.3), X[:M].copy(), num_data=N)
+    gpnat.train(theirs, (X, Y), iterations=5, batch_size=20, progress=False, checkpoint_dir=tmp_path / "ck",
+                checkpoint_every=5)
+    ours = gpnat.SVGP(make_kernel(), gpflow.likelihoods.Gaussian(0.3), X[:M].copy(), num_data=N)
+    message = _resume_into(ours, (X, Y), tmp_path)
+    assert "the model class differs: the checkpoint has 'gpflow.models.svgp.SVGP'" in message
+
+
 @pytest.mark.parametrize("what", ["shapes", "invalid q(u)"])
 def test_resuming_a_checkpoint_without_its_record_is_all_or_nothing(tmp_path, what):
     """A checkpoint whose gpnat.json is missing (as one written before it existed): a restore that fails

@@ -34,7 +34,7 @@ def signature(model, storages: Sequence[str], mode: str, variables: Sequence[tf.
     for path, value in gpflow.utilities.parameter_dict(model).items():
         paths[id(getattr(value, "unconstrained_variable", value))] = path
     return {
-        "model": type(model).__name__,
+        "model": f"{type(model).__module__}.{type(model).__qualname__}",  # gpflow's SVGP is not gpnat's
         "storage": list(storages),
         "mode": mode,
         "variables": [[paths.get(id(v), v.name), list(v.shape), v.dtype.name] for v in variables],
