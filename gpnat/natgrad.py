@@ -342,18 +342,7 @@ class NaturalGradient(tf.Module):
         qs = as_list(q)
         step = self.iterations + 1
         dtype = gpflow.default_float()
-        value = self.gamma(step)
-        try:
-            gamma = tf.convert_to_tensor(value, dtype_hint=dtype)  # a Python float stays exact
-        except (TypeError, ValueError) as error:
-            raise TypeError(f"the gamma schedule {self.gamma!r} must return a number, got {value!r}") from error
-        if not (gamma.dtype.is_floating or gamma.dtype.is_integer):
-            raise TypeError(f"the gamma schedule {self.gamma!r} must return a number, got {value!r}")
-        gamma = tf.cast(gamma, dtype)
-        if gamma.shape.rank not in (0, None):
-            raise ValueError(f"the gamma schedule {self.gamma!r} must return a scalar, got shape "
-                             f"{gamma.shape.as_list()}")
-        self._check_gamma_value(gamma)
+        gamma = self._gamma_at(step)
         if scale is not None:
             gamma = gamma * tf.cast(scale, dtype)
 
@@ -430,6 +419,22 @@ class NaturalGradient(tf.Module):
         )
 
     # ---------------------------------------------------------------- helpers
+    def _gamma_at(self, step) -> tf.Tensor:
+        """The schedule's γ at ``step`` in gpflow's float, refused by name unless a positive finite scalar."""
+        value = self.gamma(step)
+        try:
+            gamma = tf.convert_to_tensor(value, dtype_hint=gpflow.default_float())  # a Python float stays exact
+        except (TypeError, ValueError):
+            gamma = None
+        if gamma is None or not (gamma.dtype.is_floating or gamma.dtype.is_integer):
+            raise TypeError(f"the gamma schedule {self.gamma!r} must return a number, got {value!r}")
+        if gamma.shape.rank not in (0, None):
+            raise ValueError(f"the gamma schedule {self.gamma!r} must return a scalar, got shape "
+                             f"{gamma.shape.as_list()}")
+        gamma = tf.cast(gamma, gpflow.default_float())
+        self._check_gamma_value(gamma)
+        return gamma
+
     def _check_gamma_value(self, gamma: tf.Tensor) -> None:
         message = "the natural-gradient step size gamma must be a positive finite number"
         if tf.executing_eagerly():
