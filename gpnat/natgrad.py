@@ -194,6 +194,11 @@ def convert(source: Parametrisation, target: Parametrisation, xi: Sequence[tf.Te
     return target.from_meanchol(*source.to_meanchol(*xi))
 
 
+def _at_canonical(storage: Parametrisation, xi: Sequence[tf.Tensor], grads: Sequence[tf.Tensor]):
+    """The storage's canonical point for ξ and ∇L there (a flipped column's gradient flips too)."""
+    return storage.canonical(*xi), storage.canonical_gradients(*xi, *grads)
+
+
 def natural_direction(
     storage: Parametrisation,
     xi: Sequence[tf.Tensor],
@@ -209,7 +214,7 @@ def natural_direction(
     :return: (ζ, natgrad_ζ), each a pair (ζ₁ [M, L], ζ₂ [L, M, M]).
     """
     coordinates = storage if coordinates is None else coordinates
-    point = storage.canonical(*xi)
+    point, grads = _at_canonical(storage, xi, grads)
     if coordinates == storage:
         return point, natural_gradient(storage, point, grads, closed_form)
     dL_deta = expectation_gradient(storage, point, grads, closed_form)
@@ -392,7 +397,7 @@ class NaturalGradient(tf.Module):
         if coordinates is None:
             coordinates = self.coordinates
         coordinates = storage if coordinates is None else coordinates.for_family(storage.diagonal)
-        point = storage.canonical(*xi)
+        point, grads = _at_canonical(storage, xi, grads)
         if self.closed_form and coordinates != storage:
             known = storage.natural_step(coordinates, *point, *grads)
             if known is not None:

@@ -86,9 +86,19 @@ class Parametrisation:
 
         Natural gradients are computed at, and stepped from, this point, so
         that the conversions are differentiated on the branch the stored
-        coordinates lie on. The default is the identity.
+        coordinates lie on. The default is the identity; a parametrisation
+        that overrides it also overrides :meth:`canonical_gradients`.
         """
         return xi_1, xi_2
+
+    def canonical_gradients(self, xi_1, xi_2, grad_1, grad_2) -> Pair:
+        """∇L at :meth:`canonical` (ξ), from ∇L (``grad_1``, ``grad_2``) at the stored ξ.
+
+        The chain rule through the map from the canonical point back to ξ: for
+        a flip of the factor's column signs, the same flip of the gradient's
+        columns. The default, for the identity :meth:`canonical`, is the identity.
+        """
+        return grad_1, grad_2
 
     def natural_gradient(self, xi_1, xi_2, grad_1, grad_2) -> Optional[Pair]:
         """natgrad_ξ in closed form, if this parametrisation knows one; else ``None``.
@@ -165,14 +175,34 @@ def _phi(A: tf.Tensor) -> tf.Tensor:
     return tf.linalg.band_part(A, -1, 0) - 0.5 * tf.linalg.diag(tf.linalg.diag_part(A))
 
 
+def _column_signs(factor: tf.Tensor) -> tf.Tensor:
+    """D = sign(diag L) ``[..., 1, M]`` (+1 where the diagonal is 0), to scale L's columns."""
+    diagonal = tf.linalg.diag_part(factor)
+    return tf.where(diagonal < 0, -tf.ones_like(diagonal), tf.ones_like(diagonal))[..., None, :]
+
+
 def _positive_diagonal(factor: tf.Tensor) -> tf.Tensor:
-    """L diag(sign(diag L)): the same L Lᵀ, with a non-negative diagonal."""
+    """L D with D = diag(sign(diag L)): the same L Lᵀ, with a non-negative diagonal."""
     factor = tf.linalg.band_part(factor, -1, 0)
-    signs = tf.where(tf.linalg.diag_part(factor) < 0, -1.0, 1.0)
-    return factor * tf.cast(signs, factor.dtype)[..., None, :]
+    return factor * _column_signs(factor)
 
 
-class MeanCholesky(Parametrisation):
+class _SignedFactor:
+    """Mixin for (m, factor) storages whose factor's columns may carry any sign.
+
+    The canonical point is (m, L D), D = diag(sign(diag L)); since L = (L D) D,
+    the gradient there is ∇_L D: the same columns flipped.
+    """
+
+    def canonical(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
+        # L and L diag(±1) are the same q(u); conversions return the positive diagonal
+        return xi_1, _positive_diagonal(xi_2)
+
+    def canonical_gradients(self, xi_1, xi_2, grad_1, grad_2) -> Pair:
+        return grad_1, grad_2 * _column_signs(xi_2)
+
+
+class MeanCholesky(_SignedFactor, Parametrisation):
     """ξ = (m, L) with S = L Lᵀ, L lower triangular (GPflow's ``q_mu``, ``q_sqrt``).
 
     The parametrisation recommended by Salimbeni et al. (2018) for
@@ -186,10 +216,6 @@ class MeanCholesky(Parametrisation):
 
     def from_meanchol(self, q_mu: tf.Tensor, q_sqrt: tf.Tensor) -> Pair:
         return q_mu, tf.linalg.band_part(q_sqrt, -1, 0)
-
-    def canonical(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
-        # L and L diag(±1) are the same q(u); conversions return the positive diagonal
-        return xi_1, _positive_diagonal(xi_2)
 
     def natural_gradient(self, xi_1, xi_2, grad_1, grad_2) -> Pair:
         r"""Closed form: natgrad_m = S ∇_m L,  natgrad_L = L Φ(P + Pᵀ) with P = Φ(Lᵀ ∇_L L).
@@ -381,7 +407,7 @@ class Expectation(Parametrisation):
         return gaussian._batch_to_col(dm), dS + dm_mT + tf.linalg.adjoint(dm_mT)
 
 
-class MeanPrecisionCholesky(Parametrisation):
+class MeanPrecisionCholesky(_SignedFactor, Parametrisation):
     """ξ = (m, R) with S⁻¹ = R Rᵀ, R lower triangular.
 
     The Cholesky factor of the precision: like :class:`MeanCholesky`, any finite
@@ -396,9 +422,6 @@ class MeanPrecisionCholesky(Parametrisation):
     def from_meanchol(self, q_mu: tf.Tensor, q_sqrt: tf.Tensor) -> Pair:
         mu, prec_sqrt = gaussian.meanchol_to_precision_cholesky(q_mu, q_sqrt)
         return mu, tf.linalg.band_part(prec_sqrt, -1, 0)
-
-    def canonical(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
-        return xi_1, _positive_diagonal(xi_2)
 
     def expectation_gradient(self, xi_1, xi_2, grad_1, grad_2) -> Pair:
         r"""Closed form: ∂L/∂η₂ = ∇_S = −½ R (P + Pᵀ) Rᵀ,  ∂L/∂η₁ = ∇_m − 2 ∇_S m.
@@ -472,6 +495,10 @@ class DiagonalMeanStd(DiagonalParametrisation):
 
     def canonical(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
         return xi_1, tf.abs(xi_2)
+
+    def canonical_gradients(self, xi_1, xi_2, grad_1, grad_2) -> Pair:
+        # s = |s| sign(s): ∇ at |s| is ∇_s sign(s)
+        return grad_1, tf.where(xi_2 < 0, -grad_2, grad_2)
 
     def natural_gradient(self, xi_1, xi_2, grad_1, grad_2) -> Pair:
         """Closed form: natgrad_m = s² ∇_m L, natgrad_s = ½ s² ∇_s L (the Fisher is diag(1/s², 2/s²))."""

@@ -186,6 +186,25 @@ def test_natural_steps_converge_to_the_best_diagonal_q(rng, p, whiten, likelihoo
     np.testing.assert_allclose(model.elbo(data), best, rtol=1e-8)
 
 
+@pytest.mark.parametrize("coordinates", STEP_COORDINATES, ids=STEP_IDS)
+@pytest.mark.parametrize("closed_form", [True, False], ids=["closed-form", "autodiff"])
+def test_negative_standard_deviations_step_as_their_positive_twins(rng, coordinates, closed_form):
+    """s and −s store the same q(u) (gpflow's q_diag q_sqrt may hold either): the step must not care."""
+    model, data = _model(rng, DiagonalMeanStd(), L=2)
+    start = [v.numpy().copy() for v in model.q.xi]
+    results = []
+    for signs in (np.ones((M, 2)), np.where(rng.normal(size=(M, 2)) < 0, -1.0, 1.0)):
+        for v, b in zip(model.q.xi, start):
+            v.assign(b)
+        model.q.xi[1].assign(start[1] * signs)
+        opt = gpnat.NaturalGradient(0.3, coordinates=coordinates, closed_form=closed_form)
+        opt.minimize(model.training_loss_closure(data, compile=False), model.q)
+        mean, std = (t.numpy() for t in model.q.mean_cholesky())
+        results.append((mean, std**2))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-11)
+
+
 def test_default_model_and_optimizer_step_in_the_diagonal_natural_coordinates(rng):
     X, Y = regression_data(rng, N=20)
     model = gpnat.SVGP(make_kernel(), gpflow.likelihoods.Gaussian(0.3), X[:M].copy(), q_diag=True)

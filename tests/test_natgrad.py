@@ -110,6 +110,50 @@ def test_natural_coordinates_are_exact_in_one_step_from_every_storage(rng, param
             v.assign(b)
 
 
+SIGNED_FACTORS = [gpnat.MeanCholesky(), gpnat.MeanPrecisionCholesky()]
+
+
+def _flip_columns(model, signs):
+    """Store the same q(u) with the factor's columns (and so its diagonal) multiplied by ``signs`` [M]."""
+    factor = model.q.xi[1]
+    factor.assign(factor.numpy() * signs[None, None, :])
+
+
+@pytest.mark.parametrize("storage", SIGNED_FACTORS, ids=[type(p).__name__ for p in SIGNED_FACTORS])
+@pytest.mark.parametrize("coordinates", COORDINATES, ids=COORDINATE_IDS)
+@pytest.mark.parametrize("closed_form", [True, False], ids=["closed-form", "autodiff"])
+def test_a_factor_with_negative_diagonal_steps_as_its_positive_twin(rng, storage, coordinates, closed_form):
+    """L and L diag(±1) store the same q(u) (gpflow's q_sqrt may hold either): the step must not care."""
+    Mt, L = 6, 2
+    X, Y = regression_data(rng, N=20, L=L)
+    model = gpnat.SVGP(make_kernel(), gpflow.likelihoods.Bernoulli(), X[:Mt].copy(),
+                       num_latent_gps=L, parametrisation=storage)
+    model.q.assign_mean_cholesky(*random_meanchol(rng, Mt, L, scale=0.5, jitter=0.7))
+    data = (X, (Y > 0).astype(float))
+    start = [v.numpy().copy() for v in model.q.xi]
+    results = []
+    for signs in (np.ones(Mt), np.array([1.0, -1.0, -1.0, 1.0, -1.0, 1.0])):
+        for v, b in zip(model.q.xi, start):
+            v.assign(b)
+        _flip_columns(model, signs)
+        assert bool(model.q.is_valid())
+        opt = gpnat.NaturalGradient(0.3, coordinates=coordinates, closed_form=closed_form)
+        opt.minimize(model.training_loss_closure(data, compile=False), model.q)
+        mean, factor = (t.numpy() for t in model.q.mean_cholesky())
+        results.append((mean, factor @ np.swapaxes(factor, 1, 2)))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("storage", SIGNED_FACTORS, ids=[type(p).__name__ for p in SIGNED_FACTORS])
+def test_one_natural_step_from_a_factor_with_negative_diagonal_is_the_sgpr_optimum(rng, storage):
+    model, data, sgpr = _gaussian_problem(rng, L=2, noise=0.1, parametrisation=storage)
+    model.q.assign_mean_cholesky(*random_meanchol(rng, M, 2))
+    _flip_columns(model, np.array([-1.0, 1.0, -1.0, -1.0, 1.0]))
+    gpnat.NaturalGradient(1.0).minimize(model.training_loss_closure(data, compile=False), model.q)
+    np.testing.assert_allclose(model.elbo(data), sgpr.elbo(), rtol=1e-8)
+
+
 def _natural_change_rate(model, data, gamma, coordinates=gpnat.Natural()):
     """(θ(after a step of size γ) − θ(before)) / γ, restoring q(u) afterwards."""
     before = [v.numpy().copy() for v in model.q.xi]
