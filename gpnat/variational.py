@@ -49,6 +49,18 @@ def _diagonal_is_valid(q_mu: np.ndarray, q_sqrt: np.ndarray) -> None:
         raise InvalidGaussianError("q_sqrt (the standard deviations of a diagonal q(u)) contains a zero")
 
 
+def _count(value, what: str) -> int:
+    """A positive integer (a NumPy or TensorFlow integer included), or a ValueError naming ``what``."""
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        count = None
+    if count is None or count != value or count < 1 or isinstance(value, bool):
+        shown = value.numpy() if tf.is_tensor(value) else value
+        raise ValueError(f"{what} must be a positive integer, got {shown!r}")
+    return count
+
+
 class VariationalGaussian(gpflow.base.Module):
     r"""q(u) = ∏ₗ N(uₗ; mₗ, Sₗ) for L latent GPs over M inducing variables.
 
@@ -91,8 +103,8 @@ class VariationalGaussian(gpflow.base.Module):
             )
         self.q_diag = bool(q_diag)
         self.parametrisation = parametrisation.for_family(self.q_diag)
-        self.num_inducing = int(num_inducing)
-        self.num_latent_gps = int(num_latent_gps)
+        self.num_inducing = _count(num_inducing, "num_inducing (M)")
+        self.num_latent_gps = _count(num_latent_gps, "num_latent_gps")
         dtype = gpflow.default_float()
         M, L = self.num_inducing, self.num_latent_gps
         if q_mu is None:

@@ -159,6 +159,25 @@ def test_inducing_inputs_with_nan_or_inf_are_a_clear_error(bad):
         gpnat.SVGP(make_kernel(), gpflow.likelihoods.Gaussian(), Z)
 
 
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"Z": np.zeros((0, D))}, r"Z must have shape \[M, D\] with M ≥ 1, got \[0, 2\]"),
+        ({"Z": np.zeros(3)}, r"Z must have shape \[M, D\] with M ≥ 1, got \[3\]"),
+        ({"num_latent_gps": 0}, "num_latent_gps must be a positive integer, got 0"),
+        ({"num_latent_gps": 1.5}, "num_latent_gps must be a positive integer, got 1.5"),
+        ({"num_data": "many"}, "num_data must be a positive integer, got 'many'"),
+        ({"num_data": 0}, "num_data must be a positive integer, got 0"),
+    ],
+    ids=["no-inducing-points", "Z-not-2d", "no-latent-gps", "fractional-latent-gps", "num_data-text", "num_data-0"],
+)
+def test_a_model_without_inducing_points_or_latent_gps_is_refused(kwargs, match):
+    """An SVGP with M = 0 or L = 0 used to build and report an ELBO (0.0 for L = 0)."""
+    Z = kwargs.pop("Z", np.zeros((3, D)))
+    with pytest.raises(ValueError, match=match):
+        gpnat.SVGP(make_kernel(), gpflow.likelihoods.Gaussian(), Z, **kwargs)
+
+
 def test_q_is_exposed_and_parametrisation_named(rng):
     model = gpnat.SVGP(make_kernel(), gpflow.likelihoods.Gaussian(), np.zeros((3, D)),
                        parametrisation="expectation", num_latent_gps=2)

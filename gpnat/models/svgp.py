@@ -30,7 +30,7 @@ from gpflow.posteriors import IndependentPosteriorMultiOutput, IndependentPoster
 
 from .. import gaussian
 from ..parametrisations import MeanCholesky, Parametrisation
-from ..variational import VariationalGaussian
+from ..variational import VariationalGaussian, _count
 
 __all__ = ["SVGP"]
 
@@ -58,7 +58,7 @@ def _latent_gps(kernel, num_latent_gps: Optional[int]) -> int:
                 f"num_latent_gps = {num_latent_gps} but the {type(kernel).__name__} kernel has "
                 f"{kernel.num_latent_gps} latent GPs"
             )
-    return 1 if num_latent_gps is None else num_latent_gps
+    return 1 if num_latent_gps is None else _count(num_latent_gps, "num_latent_gps")
 
 
 class SVGP(GPModel, ExternalDataTrainingLossMixin):
@@ -109,12 +109,12 @@ class SVGP(GPModel, ExternalDataTrainingLossMixin):
     ):
         num_latent_gps = _latent_gps(kernel, num_latent_gps)
         super().__init__(kernel, likelihood, mean_function, num_latent_gps)
-        if num_data is not None and (int(num_data) != num_data or num_data < 1):
-            raise ValueError(f"num_data must be a positive integer or None, got {num_data!r}")
-        self.num_data = num_data
+        self.num_data = None if num_data is None else _count(num_data, "num_data")
         self.whiten = bool(whiten)
         if not isinstance(inducing_variable, gpflow.inducing_variables.InducingVariables):
             Z = np.asarray(inducing_variable, dtype=np.float64)
+            if Z.ndim != 2 or Z.shape[0] == 0:
+                raise ValueError(f"the inducing inputs Z must have shape [M, D] with M ≥ 1, got {list(Z.shape)}")
             if not np.all(np.isfinite(Z)):
                 raise ValueError("the inducing inputs Z contain NaN or inf")
         self.inducing_variable = inducingpoint_wrapper(inducing_variable)
