@@ -402,12 +402,32 @@ def test_callbacks_and_history_plot(rng, tmp_path):
         (dict(iterations=2, seed="a"), ValueError, "seed must be an integer"),
         (dict(iterations=2, seed=2 ** 70), ValueError, "seed must be an integer"),
         (dict(iterations=2, checkpoint_every="5"), ValueError, "checkpoint_every"),
+        (dict(iterations=2, callbacks=[1]), TypeError, "each callback must be callable"),
+        (dict(iterations=2, callbacks=3), TypeError, "callbacks must be a sequence of callables"),
+        (dict(iterations=2, recovery="strict"), TypeError, "recovery must be a gpnat.Recovery or None"),
+        (dict(iterations=2, strategy="mirrored"), TypeError, "strategy must be a tf.distribute.Strategy"),
     ],
 )
 def test_bad_arguments(rng, kwargs, error, match):
     model, data = _model(rng)
+    before = [v.numpy().copy() for v in model.trainable_variables]
     with pytest.raises(error, match=match):
         gpnat.train(model, data, progress=False, **kwargs)
+    for v, b in zip(model.trainable_variables, before):
+        np.testing.assert_array_equal(v.numpy(), b)
+
+
+def test_something_that_is_not_a_model_is_refused(rng):
+    _, data = _model(rng)
+    with pytest.raises(TypeError, match="model must be a gpnat or gpflow model"):
+        gpnat.train("model", data, iterations=2, progress=False)
+
+
+def test_a_single_callback_needs_no_list(rng):
+    model, data = _model(rng)
+    seen = []
+    gpnat.train(model, data, iterations=3, progress=False, callbacks=lambda i, h: seen.append(i))
+    assert seen == [1, 2, 3]
 
 
 @pytest.mark.parametrize(

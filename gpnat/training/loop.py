@@ -93,7 +93,7 @@ def train(
     fused: Optional[bool] = None,
     compile: bool = True,
     jit_compile: bool = False,
-    callbacks: Sequence[Callable[[int, History], None]] = (),
+    callbacks: Union[Callable[[int, History], None], Sequence[Callable[[int, History], None]]] = (),
     progress: bool = True,
     checkpoint_dir: Optional[Union[str, Path]] = None,
     checkpoint_every: int = 100,
@@ -136,9 +136,10 @@ def train(
     :param compile: run the iterations inside one ``tf.function`` (traced
         once), as a ``tf.while_loop`` of ``steps_per_call`` iterations per call.
     :param jit_compile: compile each iteration with XLA.
-    :param callbacks: called as ``callback(iteration, history)`` after each
-        compiled call, with the last iteration run (every iteration when
-        ``steps_per_call`` is 1, which ``"auto"`` picks when there are callbacks).
+    :param callbacks: a callable or a sequence of callables, each called as
+        ``callback(iteration, history)`` after each compiled call, with the last
+        iteration run (every iteration when ``steps_per_call`` is 1, which
+        ``"auto"`` picks when there are callbacks).
     :param progress: show a tqdm progress bar with the ELBO estimate and γ.
     :param checkpoint_dir: save model, optimizers' state and step counter every
         ``checkpoint_every`` iterations (and at the end); training resumes from
@@ -180,6 +181,8 @@ def train(
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
                              or not -2 ** 63 <= seed < 2 ** 63):
         raise ValueError(f"seed must be an integer (int64) or None, got {seed!r}")
+    _check_types(model, recovery, strategy)
+    callbacks = _checked_callbacks(callbacks)
     with scope():  # the default optimizer's variables are mirrored too
         iterations, natgrad, fused, steps_per_call = _check_arguments(
             model, data, iterations, natgrad, adam_lr, batch_size, fused, callbacks, checkpoint_every, steps_per_call)
@@ -281,6 +284,30 @@ def train(
         history.num_traces = traced()
         release()
     return history
+
+
+def _check_types(model, recovery, strategy) -> None:
+    """The model, recovery policy and strategy are what train needs, or a TypeError naming which is not."""
+    if not isinstance(model, tf.Module) or not callable(getattr(model, "training_loss", None)):
+        raise TypeError(f"model must be a gpnat or gpflow model (a tf.Module with training_loss), got {model!r}")
+    if recovery is not None and not isinstance(recovery, Recovery):
+        raise TypeError(f"recovery must be a gpnat.Recovery or None, got {recovery!r}")
+    if strategy is not None and not isinstance(strategy, tf.distribute.Strategy):
+        raise TypeError(f"strategy must be a tf.distribute.Strategy or None, got {strategy!r}")
+
+
+def _checked_callbacks(callbacks) -> tuple:
+    """``callbacks`` as a tuple of callables; a single callable counts as one."""
+    if callable(callbacks):
+        return (callbacks,)
+    try:
+        callbacks = tuple(callbacks)
+    except TypeError:
+        raise TypeError(f"callbacks must be a sequence of callables, got {callbacks!r}") from None
+    for callback in callbacks:
+        if not callable(callback):
+            raise TypeError(f"each callback must be callable as callback(iteration, history), got {callback!r}")
+    return callbacks
 
 
 def _check_arguments(model, data, iterations, natgrad, adam_lr, batch_size, fused, callbacks, checkpoint_every,
