@@ -172,9 +172,22 @@ def natural_gradient(
         the two factors below); ``False`` always takes the automatic route:
         :func:`expectation_gradient` then :func:`natural_tangent`.
     :return: natgrad_ξ, same shapes as ``xi``.
+
+    A stored ξ that is not its storage's canonical representative (a factor with
+    negative entries on its diagonal) gets the natural gradient of its
+    canonical twin, flipped back as the gradient was flipped there
+    (:meth:`~gpnat.parametrisations.Parametrisation.canonical_gradients`):
+    every route, closed form or automatic, then gives the same answer.
     """
     xi = [tf.convert_to_tensor(x) for x in xi]
     grads = _zeros_for_none(grads, xi)
+    point, canonical_grads = _at_canonical(parametrisation, xi, grads)
+    direction = _natural_gradient_at(parametrisation, point, canonical_grads, closed_form)
+    return list(parametrisation.canonical_gradients(*xi, *direction))
+
+
+def _natural_gradient_at(parametrisation: Parametrisation, xi, grads, closed_form: bool) -> List[tf.Tensor]:
+    """:func:`natural_gradient` at a canonical ξ."""
     if closed_form:
         known = parametrisation.natural_gradient(*xi, *grads)
         if known is not None:
@@ -216,7 +229,7 @@ def natural_direction(
     coordinates = storage if coordinates is None else coordinates
     point, grads = _at_canonical(storage, xi, grads)
     if coordinates == storage:
-        return point, natural_gradient(storage, point, grads, closed_form)
+        return point, _natural_gradient_at(storage, point, grads, closed_form)
     dL_deta = expectation_gradient(storage, point, grads, closed_form)
     zeta = coordinates.canonical(*convert(storage, coordinates, point))
     return zeta, natural_tangent(coordinates, zeta, dL_deta, closed_form)

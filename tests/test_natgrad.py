@@ -146,6 +146,20 @@ def test_a_factor_with_negative_diagonal_steps_as_its_positive_twin(rng, storage
 
 
 @pytest.mark.parametrize("storage", SIGNED_FACTORS, ids=[type(p).__name__ for p in SIGNED_FACTORS])
+@pytest.mark.parametrize("closed_form", [True, False], ids=["closed-form", "autodiff"])
+def test_natural_gradient_at_a_factor_with_negative_diagonal_is_its_twins_flipped(rng, storage, closed_form):
+    """With L = L₊ D the chain rule gives ∇_L = ∇_{L₊} D and natgrad_L = natgrad_{L₊} D, on every route."""
+    Mt, L = 5, 2
+    xi = [np.asarray(t) for t in storage.from_meanchol(*random_meanchol(rng, Mt, L, scale=0.5))]
+    g1, g2 = rng.normal(size=(Mt, L)), np.tril(rng.normal(size=(L, Mt, Mt)))
+    D = np.array([1.0, -1.0, -1.0, 1.0, -1.0])
+    twin = natural_gradient(storage, xi, [g1, g2], closed_form=closed_form)
+    flipped = natural_gradient(storage, [xi[0], xi[1] * D], [g1, g2 * D], closed_form=closed_form)
+    np.testing.assert_allclose(flipped[0], twin[0], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(flipped[1], twin[1].numpy() * D, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("storage", SIGNED_FACTORS, ids=[type(p).__name__ for p in SIGNED_FACTORS])
 def test_one_natural_step_from_a_factor_with_negative_diagonal_is_the_sgpr_optimum(rng, storage):
     model, data, sgpr = _gaussian_problem(rng, L=2, noise=0.1, parametrisation=storage)
     model.q.assign_mean_cholesky(*random_meanchol(rng, M, 2))
