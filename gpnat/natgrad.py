@@ -226,8 +226,12 @@ def natural_direction(
 
     :return: (ζ, natgrad_ζ), each a pair (ζ₁ [M, L], ζ₂ [L, M, M]).
     """
+    return _natural_direction_at(storage, *_at_canonical(storage, xi, grads), coordinates, closed_form)
+
+
+def _natural_direction_at(storage: Parametrisation, point, grads, coordinates, closed_form: bool):
+    """:func:`natural_direction` from the storage's canonical point and the gradient there."""
     coordinates = storage if coordinates is None else coordinates
-    point, grads = _at_canonical(storage, xi, grads)
     if coordinates == storage:
         return point, _natural_gradient_at(storage, point, grads, closed_form)
     dL_deta = expectation_gradient(storage, point, grads, closed_form)
@@ -415,7 +419,7 @@ class NaturalGradient(tf.Module):
             known = storage.natural_step(coordinates, *point, *grads)
             if known is not None:
                 return known
-        zeta, direction = natural_direction(storage, point, grads, coordinates, self.closed_form)
+        zeta, direction = _natural_direction_at(storage, point, grads, coordinates, self.closed_form)
 
         def step(gamma):
             stepped = [z - gamma * d for z, d in zip(zeta, direction)]

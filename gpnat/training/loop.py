@@ -178,10 +178,7 @@ def train(
     def scope():  # variables made here are mirrored like the model's under a strategy
         return strategy.scope() if strategy is not None else nullcontext()
 
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
-                             or not -2 ** 63 <= seed < 2 ** 63):
-        raise ValueError(f"seed must be an integer (int64) or None, got {seed!r}")
-    _check_types(model, recovery, strategy)
+    _check_before_scope(model, recovery, strategy, seed)
     callbacks = _checked_callbacks(callbacks)
     with scope():  # the default optimizer's variables are mirrored too
         iterations, natgrad, fused, steps_per_call = _check_arguments(
@@ -286,8 +283,11 @@ def train(
     return history
 
 
-def _check_types(model, recovery, strategy) -> None:
-    """The model, recovery policy and strategy are what train needs, or a TypeError naming which is not."""
+def _check_before_scope(model, recovery, strategy, seed) -> None:
+    """The model, recovery policy, strategy and seed are what train needs, or an error naming which is not."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                             or not -2 ** 63 <= seed < 2 ** 63):
+        raise ValueError(f"seed must be an integer (int64) or None, got {seed!r}")
     if not isinstance(model, tf.Module) or not callable(getattr(model, "training_loss", None)):
         raise TypeError(f"model must be a gpnat or gpflow model (a tf.Module with training_loss), got {model!r}")
     if recovery is not None and not isinstance(recovery, Recovery):
