@@ -35,6 +35,7 @@ from typing import Callable, List, NamedTuple, Optional, Sequence
 import gpflow
 import tensorflow as tf
 
+from .checks import check_count
 from .parametrisations import Natural, Parametrisation, get_parametrisation
 from .schedules import Schedule, as_schedule, check_gamma
 from .variational import as_list
@@ -293,8 +294,7 @@ class NaturalGradient(tf.Module):
     ):
         if not callable(gamma):
             check_gamma(gamma)
-        if isinstance(max_tries, bool) or int(max_tries) != max_tries or max_tries < 1:
-            raise ValueError(f"max_tries must be a positive integer, got {max_tries!r}")
+        max_tries = check_count(max_tries, "max_tries")
         super().__init__(name=name)
         self.gamma: Schedule = as_schedule(gamma)
         self.coordinates: Optional[Parametrisation] = (

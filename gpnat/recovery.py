@@ -28,10 +28,14 @@ variables per iteration, no extra evaluation.
 """
 import math
 from dataclasses import dataclass
+from numbers import Real
 from typing import Optional, Sequence
 
 import gpflow
+import numpy as np
 import tensorflow as tf
+
+from .checks import check_count
 
 __all__ = ["Recovery", "REASONS"]
 
@@ -105,12 +109,17 @@ class Recovery:
     proposal_rtol: float = 1e-3
 
     def __post_init__(self):
+        for name in ("patience", "max_consecutive"):  # stored as int (the dataclass is frozen)
+            object.__setattr__(self, name, check_count(getattr(self, name), f"Recovery.{name}"))
+        for name in ("backoff", "collapse", "smoothing", "noise", "noise_smoothing", "proposal_check_gamma",
+                     "proposal_rtol"):
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real):
+                raise ValueError(f"Recovery.{name} must be a number, got {value!r}")
+        if not (self.check_proposal is None or isinstance(self.check_proposal, (bool, np.bool_))):
+            raise ValueError(f"Recovery.check_proposal must be True, False or None, got {self.check_proposal!r}")
         if not 0.0 < self.backoff < 1.0:
             raise ValueError(f"Recovery.backoff must be in (0, 1), got {self.backoff!r}")
-        for name in ("patience", "max_consecutive"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or int(value) != value or value < 1:
-                raise ValueError(f"Recovery.{name} must be a positive integer, got {value!r}")
         if not self.collapse > 0.0:
             raise ValueError(f"Recovery.collapse must be positive, got {self.collapse!r}")
         if not self.noise >= 0.0:

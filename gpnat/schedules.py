@@ -11,6 +11,8 @@ from typing import Callable, Union
 import gpflow
 import tensorflow as tf
 
+from .checks import check_count
+
 __all__ = ["Schedule", "Constant", "IncreasingRate", "LogLinear", "as_schedule", "check_gamma"]
 
 Schedule = Callable[[tf.Tensor], tf.Tensor]
@@ -80,9 +82,7 @@ class LogLinear:
     def __init__(self, start: float, stop: float, steps: int):
         self.start = check_gamma(start, "start")
         self.stop = check_gamma(stop, "stop")
-        if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps!r}")
-        self.steps = int(steps)
+        self.steps = check_count(steps, "steps")
 
     def __call__(self, step) -> tf.Tensor:
         t = _float(step)

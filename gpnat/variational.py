@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 from check_shapes import check_shapes
 
+from .checks import check_count
 from .parametrisations import (
     DiagonalMeanStd,
     MeanCholesky,
@@ -47,18 +48,6 @@ def _diagonal_is_valid(q_mu: np.ndarray, q_sqrt: np.ndarray) -> None:
         raise InvalidGaussianError("q_sqrt contains NaN or inf")
     if np.any(q_sqrt == 0):
         raise InvalidGaussianError("q_sqrt (the standard deviations of a diagonal q(u)) contains a zero")
-
-
-def _count(value, what: str) -> int:
-    """A positive integer (a NumPy or TensorFlow integer included), or a ValueError naming ``what``."""
-    try:
-        count = int(value)
-    except (TypeError, ValueError):
-        count = None
-    if count is None or count != value or count < 1 or isinstance(value, bool):
-        shown = value.numpy() if tf.is_tensor(value) else value
-        raise ValueError(f"{what} must be a positive integer, got {shown!r}")
-    return count
 
 
 class VariationalGaussian(gpflow.base.Module):
@@ -103,8 +92,8 @@ class VariationalGaussian(gpflow.base.Module):
             )
         self.q_diag = bool(q_diag)
         self.parametrisation = parametrisation.for_family(self.q_diag)
-        self.num_inducing = _count(num_inducing, "num_inducing (M)")
-        self.num_latent_gps = _count(num_latent_gps, "num_latent_gps")
+        self.num_inducing = check_count(num_inducing, "num_inducing (M)")
+        self.num_latent_gps = check_count(num_latent_gps, "num_latent_gps")
         dtype = gpflow.default_float()
         M, L = self.num_inducing, self.num_latent_gps
         if q_mu is None:

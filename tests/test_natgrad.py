@@ -349,6 +349,12 @@ def test_invalid_gamma_is_refused(gamma):
         gpnat.NaturalGradient(gamma)
 
 
+@pytest.mark.parametrize("max_tries", [0, 2.5, None, "8", True])
+def test_invalid_max_tries_is_refused_by_name(max_tries):
+    with pytest.raises(ValueError, match="max_tries must be a positive integer"):
+        gpnat.NaturalGradient(0.1, max_tries=max_tries)
+
+
 @pytest.mark.parametrize("bad", [-1.0, float("nan"), 0.0])
 def test_invalid_gamma_from_a_schedule_is_refused_and_state_kept(rng, bad):
     model, data, _ = _gaussian_problem(rng)

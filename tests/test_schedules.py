@@ -45,6 +45,8 @@ def test_log_linear_endpoints_and_shape():
         lambda: schedules.LogLinear(0.0, 0.1, 5),
         lambda: schedules.LogLinear(1e-3, 0.1, 0),
         lambda: schedules.LogLinear(1e-3, 0.1, 2.5),
+        lambda: schedules.LogLinear(1e-3, 0.1, None),
+        lambda: schedules.LogLinear(1e-3, 0.1, "5"),
     ],
 )
 def test_invalid_settings_are_refused(make):

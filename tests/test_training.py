@@ -402,6 +402,11 @@ def test_callbacks_and_history_plot(rng, tmp_path):
         (dict(iterations=2, seed="a"), ValueError, "seed must be an integer"),
         (dict(iterations=2, seed=2 ** 70), ValueError, "seed must be an integer"),
         (dict(iterations=2, checkpoint_every="5"), ValueError, "checkpoint_every"),
+        (dict(iterations=None), ValueError, "iterations must be a non-negative integer, got None"),
+        (dict(iterations="x"), ValueError, "iterations must be a non-negative integer, got 'x'"),
+        (dict(iterations=2, batch_size=True), ValueError, "batch_size .* must be a positive integer, got True"),
+        (dict(iterations=2, batch_size="all"), ValueError, "batch_size .* must be a positive integer, got 'all'"),
+        (dict(iterations=2, adam_lr="0.01"), ValueError, "adam_lr .* must be a positive finite number"),
         (dict(iterations=2, callbacks=[1]), TypeError, "each callback must be callable"),
         (dict(iterations=2, callbacks=3), TypeError, "callbacks must be a sequence of callables"),
         (dict(iterations=2, recovery="strict"), TypeError, "recovery must be a gpnat.Recovery or None"),
@@ -415,6 +420,18 @@ def test_bad_arguments(rng, kwargs, error, match):
         gpnat.train(model, data, progress=False, **kwargs)
     for v, b in zip(model.trainable_variables, before):
         np.testing.assert_array_equal(v.numpy(), b)
+
+
+def test_numpy_numbers_are_taken_as_the_plain_numbers_they_hold(rng):
+    """NumPy integers and floats (and 1e1 for 10) train exactly as Python ints and floats do."""
+    runs = []
+    for numbers in (dict(iterations=10, batch_size=20, steps_per_call=5, checkpoint_every=5, adam_lr=0.5),
+                    dict(iterations=1e1, batch_size=np.int64(20), steps_per_call=np.int32(5),
+                         checkpoint_every=np.int64(5), adam_lr=np.float32(0.5))):
+        model, data = _model(np.random.default_rng(0))
+        runs.append(gpnat.train(model, data, progress=False, seed=1, **numbers).elbo)
+    assert len(runs[0]) == 10
+    np.testing.assert_allclose(runs[1], runs[0], rtol=1e-6)  # adam_lr: 0.5 in float32 is exact
 
 
 def test_something_that_is_not_a_model_is_refused(rng):
@@ -652,6 +669,10 @@ def test_resuming_a_checkpoint_without_its_record_is_all_or_nothing(tmp_path, wh
         (dict(backoff=1.0), "backoff"),
         (dict(patience=0), "patience"),
         (dict(max_consecutive=1.5), "max_consecutive"),
+        (dict(patience=None), "Recovery.patience must be a positive integer, got None"),
+        (dict(backoff=None), "Recovery.backoff must be a number, got None"),
+        (dict(noise="20"), "Recovery.noise must be a number"),
+        (dict(check_proposal="yes"), "Recovery.check_proposal must be True, False or None"),
         (dict(collapse=0.0), "collapse"),
         (dict(proposal_check_gamma=-1.0), "proposal_check_gamma"),
         (dict(proposal_check_gamma=float("inf")), "proposal_check_gamma"),
@@ -660,6 +681,12 @@ def test_resuming_a_checkpoint_without_its_record_is_all_or_nothing(tmp_path, wh
 def test_bad_recovery_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         gpnat.Recovery(**kwargs)
+
+
+def test_recovery_counts_are_stored_as_ints():
+    policy = gpnat.Recovery(patience=np.int64(20), max_consecutive=5.0)
+    assert (policy.patience, policy.max_consecutive) == (20, 5)
+    assert type(policy.patience) is int and type(policy.max_consecutive) is int
 
 
 # ------------------------------------------------------------------ many iterations per call

@@ -29,8 +29,9 @@ from gpflow.models.util import inducingpoint_wrapper
 from gpflow.posteriors import IndependentPosteriorMultiOutput, IndependentPosteriorSingleOutput, get_posterior_class
 
 from .. import gaussian
+from ..checks import check_count
 from ..parametrisations import MeanCholesky, Parametrisation
-from ..variational import VariationalGaussian, _count
+from ..variational import VariationalGaussian
 
 __all__ = ["SVGP"]
 
@@ -58,7 +59,7 @@ def _latent_gps(kernel, num_latent_gps: Optional[int]) -> int:
                 f"num_latent_gps = {num_latent_gps} but the {type(kernel).__name__} kernel has "
                 f"{kernel.num_latent_gps} latent GPs"
             )
-    return 1 if num_latent_gps is None else _count(num_latent_gps, "num_latent_gps")
+    return 1 if num_latent_gps is None else check_count(num_latent_gps, "num_latent_gps")
 
 
 class SVGP(GPModel, ExternalDataTrainingLossMixin):
@@ -109,7 +110,7 @@ class SVGP(GPModel, ExternalDataTrainingLossMixin):
     ):
         num_latent_gps = _latent_gps(kernel, num_latent_gps)
         super().__init__(kernel, likelihood, mean_function, num_latent_gps)
-        self.num_data = None if num_data is None else _count(num_data, "num_data")
+        self.num_data = None if num_data is None else check_count(num_data, "num_data")
         self.whiten = bool(whiten)
         if not isinstance(inducing_variable, gpflow.inducing_variables.InducingVariables):
             Z = np.asarray(inducing_variable, dtype=np.float64)

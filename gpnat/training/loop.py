@@ -8,7 +8,6 @@ progress bar, callbacks, checkpoints and the check that recovery is still
 possible; recovery itself (rollback, backoff) runs inside the compiled loop.
 """
 import inspect
-import math
 import time
 import warnings
 from contextlib import contextmanager, nullcontext
@@ -23,6 +22,7 @@ import tensorflow_probability as tfp
 from gpflow.keras import tf_keras
 from tensorflow.python.framework import ops as tf_ops
 
+from ..checks import check_count, check_positive
 from ..natgrad import NaturalGradient, NaturalGradientError
 from ..recovery import NO_RECOVERY, REASONS, Guard, Recovery
 from ..schedules import LogLinear
@@ -181,7 +181,7 @@ def train(
     _check_before_scope(model, recovery, strategy, seed)
     callbacks = _checked_callbacks(callbacks)
     with scope():  # the default optimizer's variables are mirrored too
-        iterations, natgrad, fused, steps_per_call = _check_arguments(
+        iterations, natgrad, adam_lr, batch_size, fused, checkpoint_every, steps_per_call = _check_arguments(
             model, data, iterations, natgrad, adam_lr, batch_size, fused, callbacks, checkpoint_every, steps_per_call)
     seed = 0 if seed is None else int(seed)
 
@@ -313,32 +313,28 @@ def _checked_callbacks(callbacks) -> tuple:
 def _check_arguments(model, data, iterations, natgrad, adam_lr, batch_size, fused, callbacks, checkpoint_every,
                      steps_per_call):
     """Validate train's arguments before anything changes; returns the resolved
-    (iterations, natgrad, fused, steps_per_call)."""
-    if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 0:
-        raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}")
-    if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-    if (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, (int, np.integer))
-            or checkpoint_every < 1):
-        raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
+    (iterations, natgrad, adam_lr, batch_size, fused, checkpoint_every, steps_per_call)."""
+    iterations = check_count(iterations, "iterations", minimum=0)
+    if batch_size is not None:
+        batch_size = check_count(batch_size, "batch_size (or None)")
+    checkpoint_every = check_count(checkpoint_every, "checkpoint_every")
     if natgrad is _DEFAULT:
         natgrad = _DEFAULT.make(model, _full_batch(data, batch_size))
     if natgrad is not None and not isinstance(natgrad, NaturalGradient):
         raise TypeError(f"natgrad must be a gpnat.NaturalGradient or None, got {natgrad!r}")
-    if adam_lr is not None and not (isinstance(adam_lr, (int, float)) and math.isfinite(adam_lr) and adam_lr > 0):
-        raise ValueError(f"adam_lr must be a positive finite number or None, got {adam_lr!r}")
+    if adam_lr is not None:
+        adam_lr = check_positive(adam_lr, "adam_lr (or None)")
     if natgrad is None and adam_lr is None:
         raise ValueError("nothing to train: natgrad and adam_lr are both None")
     if fused and (natgrad is None or adam_lr is None):
         raise ValueError("fused=True needs both natgrad and adam_lr")
     if fused is None:
         fused = natgrad is not None and adam_lr is not None
-    if steps_per_call != "auto" and (
-            isinstance(steps_per_call, bool) or not isinstance(steps_per_call, int) or steps_per_call < 1):
-        raise ValueError(f"steps_per_call must be a positive integer or 'auto', got {steps_per_call!r}")
+    if not (isinstance(steps_per_call, str) and steps_per_call == "auto"):
+        steps_per_call = check_count(steps_per_call, "steps_per_call (or 'auto')")
     if callbacks and steps_per_call == "auto":
         steps_per_call = 1  # callbacks see every iteration
-    return int(iterations), natgrad, fused, steps_per_call
+    return iterations, natgrad, adam_lr, batch_size, fused, checkpoint_every, steps_per_call
 
 
 def _loss_takes_data(model, data, batch_size) -> bool:

@@ -1,0 +1,43 @@
+"""gpnat.checks: the plain numbers users pass are cleaned or refused by name."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from gpnat.checks import check_count, check_positive
+
+
+@pytest.mark.parametrize("value, expected", [
+    (3, 3), (np.int32(3), 3), (np.int64(3), 3), (3.0, 3), (1e4, 10_000), (tf.constant(3), 3),
+    (tf.constant(3, tf.int64), 3), (np.array(3), 3),
+])
+def test_counts_are_accepted_as_python_ints(value, expected):
+    count = check_count(value, "n")
+    assert count == expected and type(count) is int
+
+
+@pytest.mark.parametrize("value, shown", [
+    (0, "0"), (-2, "-2"), (1.5, "1.5"), (True, "True"), (np.bool_(True), "True"), (None, "None"),
+    ("3", "'3'"), ("many", "'many'"), ([3], r"\[3\]"), (np.array([3, 4]), r"array\(\[3, 4\]\)"),
+    (float("nan"), "nan"), (float("inf"), "inf"), (tf.constant(2.5), "2.5"),
+])
+def test_bad_counts_name_the_argument_and_show_the_value(value, shown):
+    with pytest.raises(ValueError, match=f"^n must be a positive integer, got {shown}$"):
+        check_count(value, "n")
+
+
+def test_a_count_may_start_at_zero():
+    assert check_count(0, "iterations", minimum=0) == 0
+    with pytest.raises(ValueError, match="iterations must be a non-negative integer, got -1"):
+        check_count(-1, "iterations", minimum=0)
+
+
+@pytest.mark.parametrize("value", [0.01, 1, np.float32(0.5), np.float64(2.0), np.int64(3)])
+def test_positive_numbers_are_accepted_as_python_floats(value):
+    cleaned = check_positive(value, "rate")
+    assert type(cleaned) is float and cleaned == pytest.approx(float(value))
+
+
+@pytest.mark.parametrize("value", [0, -0.1, float("nan"), float("inf"), True, None, "0.01", [0.1]])
+def test_bad_positive_numbers_name_the_argument(value):
+    with pytest.raises(ValueError, match="rate must be a positive finite number"):
+        check_positive(value, "rate")
