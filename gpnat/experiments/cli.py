@@ -3,7 +3,7 @@
 Examples::
 
     gpnat reproduce --quick --out results-quick          # all three, reduced (minutes)
-    gpnat reproduce --standard --out results-standard    # all nine UCI sets, 3 splits (about 70 minutes)
+    gpnat reproduce --standard --out results-standard    # all nine UCI sets, 3 splits (about 45 minutes on 2 cores)
     gpnat reproduce --out results-full                   # the full run (hours); rerun to resume
     gpnat reproduce --only ill --out results-full        # one experiment
     python -m gpnat.experiments.cli reproduce --quick --out DIR
@@ -141,7 +141,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     rep.add_argument("--quick", action="store_true", help="reduced version of every experiment (minutes)")
     rep.add_argument("--standard", action="store_true",
                      help="all nine UCI sets, M=100, 3 splits; non-conjugate sets and ill-conditioning with 3 splits "
-                          "(about 70 minutes on 2 cores)")
+                          "(about 45 minutes on 2 cores)")
     rep.add_argument("--only", choices=EXPERIMENTS, action="append",
                      help="run only this experiment (may be repeated)")
     rep.add_argument("--data-dir", default=None,
