@@ -8,6 +8,7 @@ progress bar, callbacks, checkpoints and the check that recovery is still
 possible; recovery itself (rollback, backoff) runs inside the compiled loop.
 """
 import inspect
+import os
 import time
 import warnings
 from contextlib import contextmanager, nullcontext
@@ -178,7 +179,7 @@ def train(
     def scope():  # variables made here are mirrored like the model's under a strategy
         return strategy.scope() if strategy is not None else nullcontext()
 
-    _check_before_scope(model, recovery, strategy, seed)
+    _check_before_scope(model, recovery, strategy, seed, checkpoint_dir)
     callbacks = _checked_callbacks(callbacks)
     with scope():  # the default optimizer's variables are mirrored too
         iterations, natgrad, adam_lr, batch_size, fused, checkpoint_every, steps_per_call = _check_arguments(
@@ -283,8 +284,9 @@ def train(
     return history
 
 
-def _check_before_scope(model, recovery, strategy, seed) -> None:
-    """The model, recovery policy, strategy and seed are what train needs, or an error naming which is not."""
+def _check_before_scope(model, recovery, strategy, seed, checkpoint_dir) -> None:
+    """The model, recovery policy, strategy, seed and checkpoint folder are what train needs, or an
+    error naming which is not."""
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
                              or not -2 ** 63 <= seed < 2 ** 63):
         raise ValueError(f"seed must be an integer (int64) or None, got {seed!r}")
@@ -294,6 +296,11 @@ def _check_before_scope(model, recovery, strategy, seed) -> None:
         raise TypeError(f"recovery must be a gpnat.Recovery or None, got {recovery!r}")
     if strategy is not None and not isinstance(strategy, tf.distribute.Strategy):
         raise TypeError(f"strategy must be a tf.distribute.Strategy or None, got {strategy!r}")
+    if checkpoint_dir is not None:
+        if not isinstance(checkpoint_dir, (str, os.PathLike)):
+            raise TypeError(f"checkpoint_dir must be a path (str or os.PathLike) or None, got {checkpoint_dir!r}")
+        if Path(checkpoint_dir).exists() and not Path(checkpoint_dir).is_dir():
+            raise ValueError(f"checkpoint_dir must be a folder, but {str(checkpoint_dir)!r} is a file")
 
 
 def _checked_callbacks(callbacks) -> tuple:
