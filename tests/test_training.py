@@ -408,6 +408,7 @@ def test_callbacks_and_history_plot(rng, tmp_path):
         (dict(iterations=2, batch_size="all"), ValueError, "batch_size .* must be a positive integer, got 'all'"),
         (dict(iterations=2, adam_lr="0.01"), ValueError, "adam_lr .* must be a positive finite number"),
         (dict(iterations=2, checkpoint_dir=3), TypeError, "checkpoint_dir must be a path"),
+        (dict(iterations=2, fused="no"), TypeError, "fused must be True, False or None, got 'no'"),
         (dict(iterations=2, checkpoint_dir=__file__), ValueError, "checkpoint_dir must be a folder, but .* is a file"),
         (dict(iterations=2, callbacks=[1]), TypeError, "each callback must be callable"),
         (dict(iterations=2, callbacks=3), TypeError, "callbacks must be a sequence of callables"),

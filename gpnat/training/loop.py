@@ -333,6 +333,8 @@ def _check_arguments(model, data, iterations, natgrad, adam_lr, batch_size, fuse
         adam_lr = check_positive(adam_lr, "adam_lr (or None)")
     if natgrad is None and adam_lr is None:
         raise ValueError("nothing to train: natgrad and adam_lr are both None")
+    if not (fused is None or isinstance(fused, (bool, np.bool_))):
+        raise TypeError(f"fused must be True, False or None, got {fused!r}")
     if fused and (natgrad is None or adam_lr is None):
         raise ValueError("fused=True needs both natgrad and adam_lr")
     if fused is None:
