@@ -101,12 +101,10 @@ class VariationalGaussian(gpflow.base.Module):
         if q_sqrt is None:
             q_sqrt = np.ones((M, L), dtype) if self.q_diag else np.tile(np.eye(M, dtype=dtype)[None], (L, 1, 1))
         xi = self._checked_coordinates(q_mu, q_sqrt)
-        self._xi = tuple(
-            tf.Variable(value, dtype=dtype, name=name, trainable=True)
-            for value, name in zip(xi, self.parametrisation.names)
-        )
-        for name, variable in zip(self.parametrisation.names, self._xi):
-            setattr(self, name, variable)
+        # the public names first, so that gpflow's print_summary and parameter_dict show them first
+        for name, value in zip(self.parametrisation.names, xi):
+            setattr(self, name, tf.Variable(value, dtype=dtype, name=name, trainable=True))
+        self._xi = tuple(getattr(self, name) for name in self.parametrisation.names)
 
     @property
     def xi(self) -> Tuple[tf.Variable, tf.Variable]:

@@ -1,4 +1,6 @@
 """q(u): storage, views and validated assignment."""
+import re
+
 import gpflow
 import numpy as np
 import pytest
@@ -17,6 +19,17 @@ def test_default_is_standard_normal(parametrisation):
     assert q_mu.dtype == gpflow.default_float()
     assert [v.name.split(":")[0] for v in q.xi] == list(parametrisation.names)
     assert getattr(q, parametrisation.names[0]) is q.xi[0]
+
+
+def test_gpflow_utilities_show_the_public_names_first(parametrisation):
+    """print_summary and parameter_dict list q.<name> before the private tuple ``_xi``."""
+    model = gpnat.SVGP(gpflow.kernels.SquaredExponential(), gpflow.likelihoods.Gaussian(), np.zeros((3, 1)),
+                       num_data=10, parametrisation=parametrisation)
+    keys = [k for k in gpflow.utilities.parameter_dict(model) if k.startswith(".q.")]
+    assert keys[:2] == [f".q.{name}" for name in parametrisation.names]
+    table = gpflow.utilities.tabulate_module_summary(model)
+    names = re.findall(r"SVGP\.q\.[\w\[\]]+", table)
+    assert names[0::2] == [f"SVGP.q.{name}" for name in parametrisation.names]  # each row: public, then _xi[i]
 
 
 def test_assign_mean_cholesky_round_trip(parametrisation, rng):
