@@ -388,6 +388,11 @@ def test_callbacks_and_history_plot(rng, tmp_path):
     assert (tmp_path / "h.png").stat().st_size > 1000
     history.to_json(tmp_path / "h.json")
     assert History.from_json(tmp_path / "h.json").elbo == history.elbo
+    # a notebook cell ending in ``history`` shows one line, not six lists
+    text = repr(history)
+    assert "\n" not in text and text.startswith(f"History(mode={history.mode!r}, iterations 1–6, ")
+    assert f"{history.elbo[-1]:.6g}" in text and "recoveries 0" in text
+    assert repr(History()) == "History(mode='', no iterations)"
 
 
 @pytest.mark.parametrize(

@@ -83,6 +83,16 @@ class History:
     def __len__(self) -> int:
         return len(self.iteration)
 
+    def __repr__(self) -> str:
+        """One line (the lists are in the attributes), e.g. for a notebook cell that ends in ``history``."""
+        head = f"History(mode={self.mode!r}, "
+        if not self.iteration:
+            return head + "no iterations)"
+        return (head + f"iterations {self.iteration[0]}–{self.iteration[-1]}, "
+                f"ELBO estimate {self.elbo[0]:.6g} → {self.elbo[-1]:.6g}, recoveries {self.recoveries}, "
+                f"rejected proposals {self.total_rejections}, {self.calls} compiled call{'' if self.calls == 1 else 's'}, "
+                f"traced {self.num_traces}×)")
+
     def to_json(self, path: Union[str, Path]) -> None:
         """Write the history to a JSON file (NaN written as null)."""
         data = asdict(self)
