@@ -88,10 +88,10 @@ class History:
         head = f"History(mode={self.mode!r}, "
         if not self.iteration:
             return head + "no iterations)"
+        calls = f"{self.calls} compiled call" + ("" if self.calls == 1 else "s")
         return (head + f"iterations {self.iteration[0]}–{self.iteration[-1]}, "
                 f"ELBO estimate {self.elbo[0]:.6g} → {self.elbo[-1]:.6g}, recoveries {self.recoveries}, "
-                f"rejected proposals {self.total_rejections}, {self.calls} compiled call{'' if self.calls == 1 else 's'}, "
-                f"traced {self.num_traces}×)")
+                f"rejected proposals {self.total_rejections}, {calls}, traced {self.num_traces}×)")
 
     def to_json(self, path: Union[str, Path]) -> None:
         """Write the history to a JSON file (NaN written as null)."""
