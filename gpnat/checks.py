@@ -41,3 +41,13 @@ def check_positive(value, what: str) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real) or not np.isfinite(value) or value <= 0:
         raise ValueError(f"{what} must be a positive finite number, got {value!r}")
     return float(value)
+
+
+def check_fraction(value, what: str) -> float:
+    """``value`` as a ``float`` in [0, 1) (NumPy scalars included), or a ValueError naming ``what``.
+
+    For decay rates such as Adam's β₁ and β₂.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real) or not 0 <= value < 1:
+        raise ValueError(f"{what} must be a number in [0, 1), got {value!r}")
+    return float(value)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from gpnat.checks import check_count, check_positive
+from gpnat.checks import check_count, check_fraction, check_positive
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -41,3 +41,15 @@ def test_positive_numbers_are_accepted_as_python_floats(value):
 def test_bad_positive_numbers_name_the_argument(value):
     with pytest.raises(ValueError, match="rate must be a positive finite number"):
         check_positive(value, "rate")
+
+
+@pytest.mark.parametrize("value", [0, 0.0, 0.5, np.float32(0.9), np.float64(0.999)])
+def test_fractions_are_accepted_as_floats(value):
+    cleaned = check_fraction(value, "beta")
+    assert type(cleaned) is float and cleaned == pytest.approx(float(value))
+
+
+@pytest.mark.parametrize("value", [1, 1.0, -0.1, float("nan"), float("inf"), True, None, "0.9", [0.9]])
+def test_bad_fractions_name_the_argument(value):
+    with pytest.raises(ValueError, match=r"beta must be a number in \[0, 1\)"):
+        check_fraction(value, "beta")

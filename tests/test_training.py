@@ -412,6 +412,9 @@ def test_callbacks_and_history_plot(rng, tmp_path):
         (dict(iterations=2, batch_size=True), ValueError, "batch_size .* must be a positive integer, got True"),
         (dict(iterations=2, batch_size="all"), ValueError, "batch_size .* must be a positive integer, got 'all'"),
         (dict(iterations=2, adam_lr="0.01"), ValueError, "adam_lr .* must be a positive finite number"),
+        (dict(iterations=2, adam_betas=(0.9, 1.0)), ValueError, r"adam_betas\[1\] \(beta_2\) must be a number in"),
+        (dict(iterations=2, adam_betas=(None, 0.9)), ValueError, r"adam_betas\[0\] \(beta_1\) must be a number"),
+        (dict(iterations=2, adam_betas=0.9), ValueError, r"adam_betas must be a pair \(beta_1, beta_2\), got 0.9"),
         (dict(iterations=2, checkpoint_dir=3), TypeError, "checkpoint_dir must be a path"),
         (dict(iterations=2, fused="no"), TypeError, "fused must be True, False or None, got 'no'"),
         (dict(iterations=2, checkpoint_dir=__file__), ValueError, "checkpoint_dir must be a folder, but .* is a file"),
@@ -428,6 +431,20 @@ def test_bad_arguments(rng, kwargs, error, match):
         gpnat.train(model, data, progress=False, **kwargs)
     for v, b in zip(model.trainable_variables, before):
         np.testing.assert_array_equal(v.numpy(), b)
+
+
+def test_adam_betas_are_adams(rng):
+    """train(natgrad=None, adam_betas=...) on the full data is a plain tf_keras Adam loop with those betas."""
+    model, data = _model(rng)
+    reference = gpflow.utilities.deepcopy(model)
+    gpnat.train(model, data, iterations=4, natgrad=None, adam_lr=0.05, adam_betas=(0.5, 0.6), progress=False)
+    adam = tf_keras.optimizers.Adam(learning_rate=0.05, beta_1=0.5, beta_2=0.6)
+    for _ in range(4):
+        with tf.GradientTape() as tape:
+            loss = reference.training_loss(data)
+        adam.apply_gradients(zip(tape.gradient(loss, reference.trainable_variables), reference.trainable_variables))
+    for got, want in zip(model.trainable_variables, reference.trainable_variables):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-10, atol=1e-12)
 
 
 def test_numpy_numbers_are_taken_as_the_plain_numbers_they_hold(rng):

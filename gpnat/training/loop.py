@@ -14,7 +14,7 @@ import warnings
 from contextlib import contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import gpflow
 import numpy as np
@@ -23,7 +23,7 @@ import tensorflow_probability as tfp
 from gpflow.keras import tf_keras
 from tensorflow.python.framework import ops as tf_ops
 
-from ..checks import check_count, check_positive
+from ..checks import check_count, check_fraction, check_positive
 from ..natgrad import NaturalGradient, NaturalGradientError
 from ..recovery import NO_RECOVERY, REASONS, Guard, Recovery
 from ..schedules import LogLinear
@@ -90,6 +90,7 @@ def train(
     iterations: int,
     natgrad: Optional[NaturalGradient] = _DEFAULT,  # type: ignore[assignment]
     adam_lr: Optional[float] = 0.03,
+    adam_betas: Tuple[float, float] = (0.9, 0.999),
     batch_size: Optional[int] = None,
     fused: Optional[bool] = None,
     compile: bool = True,
@@ -125,6 +126,10 @@ def train(
         rate"): it ended above 0.01 in all 18 runs of Adam-only and of the
         default training (300 and 3,000 iterations); 0.1 was ahead at 300
         iterations but mostly behind 0.03 at 3,000, with rollbacks.
+    :param adam_betas: Adam's decay rates (β₁, β₂) of its first and second
+        moment estimates, each in [0, 1); the default is Adam's usual
+        (0.9, 0.999), as in gpflow and the paper. ROBUSTNESS.md ("Adam's β₂")
+        measures β₂ ∈ {0.999, 0.99, 0.9} for Adam-only and the default training.
     :param batch_size: B; ``None`` uses all data each iteration. Minibatches
         are drawn shuffled, epoch by epoch, from ``seed``; the model's
         ``num_data`` must be N so the ELBO is scaled by N / B.
@@ -184,6 +189,7 @@ def train(
     with scope():  # the default optimizer's variables are mirrored too
         iterations, natgrad, adam_lr, batch_size, fused, checkpoint_every, steps_per_call = _check_arguments(
             model, data, iterations, natgrad, adam_lr, batch_size, fused, callbacks, checkpoint_every, steps_per_call)
+    adam_betas = _checked_betas(adam_betas)
     seed = 0 if seed is None else int(seed)
 
     qs = variational_distributions(model)
@@ -207,7 +213,7 @@ def train(
     with scope():  # Adam's slots, the counter and recovery's snapshot are mirrored like the model
         adam = None
         if adam_lr is not None:
-            adam = tf_keras.optimizers.Adam(learning_rate=adam_lr)
+            adam = tf_keras.optimizers.Adam(learning_rate=adam_lr, beta_1=adam_betas[0], beta_2=adam_betas[1])
             adam.build(adam_vars)
         counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_iteration")
     mode = _mode_name(natgrad, adam, fused)
@@ -315,6 +321,13 @@ def _checked_callbacks(callbacks) -> tuple:
         if not callable(callback):
             raise TypeError(f"each callback must be callable as callback(iteration, history), got {callback!r}")
     return callbacks
+
+
+def _checked_betas(betas) -> Tuple[float, float]:
+    """Adam's (β₁, β₂), each in [0, 1), or a ValueError naming adam_betas."""
+    if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+        raise ValueError(f"adam_betas must be a pair (beta_1, beta_2), got {betas!r}")
+    return (check_fraction(betas[0], "adam_betas[0] (beta_1)"), check_fraction(betas[1], "adam_betas[1] (beta_2)"))
 
 
 def _check_arguments(model, data, iterations, natgrad, adam_lr, batch_size, fused, callbacks, checkpoint_every,
