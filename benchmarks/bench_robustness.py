@@ -27,6 +27,13 @@ M = 50, batch 128) with constant γ ∈ {1, 0.5, 0.1}, the warm-up
 ``--long-iterations``: γ = 1 is exact on the full data, but on minibatches it
 jumps to each batch's optimum.
 
+A fifth sweeps Adam's β₂ (``train(adam_betas=(0.9, β₂))``, ``BETAS_2``) for
+Adam-only training, the default training and constant γ ∈ {0.1, 1}, at
+``--iterations``, and for Adam-only and the default at ``--long-iterations`` on
+the problems of ``LONG``: whether the comparison of natural gradients with
+Adam-only depends on Adam's own settings. Its records carry the commit they
+ran at, which the section names.
+
 Writes ``benchmarks/robustness.json`` (one record per run, resumable) and
 ``benchmarks/ROBUSTNESS.md``. Usage::
 
@@ -68,6 +75,12 @@ LONG = ("banana", "studentt_outliers", "yacht", "breast_cancer", "poisson")
 #: (300 steps of 0.5 agreed with 450 to 1e-4 nats on breast cancer, wine, Student-t and Poisson)
 REFIT_ITERATIONS = 300
 REFIT_GAMMA = 0.5
+#: Adam's β₂ of the fifth matrix (β₁ stays 0.9), and its γ settings at --iterations
+BETAS_2 = (0.999, 0.99, 0.9)
+BETA_GAMMAS = ("adam", "default", 0.1, 1.0)
+#: the fifth matrix's settings at --long-iterations (problems in LONG)
+LONG_BETAS_2 = (0.999, 0.9)
+LONG_BETA_GAMMAS = ("adam", "default")
 #: UCI regression sets of the fourth matrix
 GAUSSIAN_SETS = ("yacht", "concrete", "kin8nm")
 #: its natural-gradient settings
@@ -125,10 +138,11 @@ def build(problem, storage):
 
 # ----------------------------------------------------------------------------- one run
 def run(problem, storage, coordinates, gamma, batch, iterations, mode="fused", check_proposal=None,
-        adam_lr=None, refit=False):
+        adam_lr=None, refit=False, beta_2=None):
     """One training run; returns its record (status, final ELBO, time, recoveries).
 
-    ``adam_lr`` None: train's default learning rate. ``refit``: also record the
+    ``adam_lr`` None: train's default learning rate; ``beta_2`` None: train's
+    default Adam decay rates, else ``adam_betas=(0.9, beta_2)``. ``refit``: also record the
     final hyperparameters and the ELBO once q(u) alone is refitted at them
     (:func:`refit_q`).
     """
@@ -147,6 +161,9 @@ def run(problem, storage, coordinates, gamma, batch, iterations, mode="fused", c
     record = dict(storage=storage, coordinates=coordinates, gamma=gamma, batch=batch, mode=mode,
                   check_proposal=check_proposal, iterations=iterations, adam_lr=adam_lr)
     lr = {} if adam_lr is None else dict(adam_lr=adam_lr)
+    if beta_2 is not None:
+        lr["adam_betas"] = (0.9, beta_2)
+        record["beta_2"] = beta_2
     t0 = time.perf_counter()
     try:
         history = gpnat.train(
@@ -303,6 +320,84 @@ def gaussian_report(runs):
     return lines + [""]
 
 
+def beta_plan(names, iterations, long_iterations):
+    """(problem, gamma, batch, beta_2, iterations) of the β₂ sweep."""
+    runs = []
+    for name in names:
+        for batch in ("full", "minibatch"):
+            runs += [(name, g, batch, b, iterations) for b in BETAS_2 for g in BETA_GAMMAS]
+            if name in LONG:
+                runs += [(name, g, batch, b, long_iterations) for b in LONG_BETAS_2 for g in LONG_BETA_GAMMAS]
+    return runs
+
+
+def beta_key(name, gamma, batch, beta_2, its):
+    return f"{name}|{gamma}|{batch}|beta2_{beta_2}|{its}"
+
+
+def beta_report(beta_runs, info):
+    """The β₂ sweep: Markdown lines."""
+    if not beta_runs:
+        return []
+    cells = {}  # (its, name, batch) -> {(gamma, beta_2): record}
+    for k, r in beta_runs.items():
+        cells.setdefault((r["iterations"], k.split("|")[0], r["batch"]), {})[(r["gamma"], r["beta_2"])] = r
+    codes = sorted({r["code"] for r in beta_runs.values()})
+    lines = ["## Adam's β₂", "",
+             f"Run at {', '.join(codes)}" + ("" if codes == [info["code"]] else
+                                             f" (the sections above: {info['code']})") + ". "
+             "Adam-only training (q(u) included), all of `train`'s other defaults (*default*) and constant "
+             "γ, each with `adam_betas=(0.9, β₂)`, same batches; Adam's learning rate is train's default. "
+             "*best β₂*: how often each β₂ gave that training's highest final ELBO among the β₂ run, per "
+             "problem and batch. *≥ Adam-only*: at the same β₂ for both; *≥ Adam-only at 0.999*: against "
+             "Adam's usual β₂.", "",
+             "| iterations | β₂ | training | best β₂ | ≥ Adam-only | ≥ Adam-only at 0.999 | mean Δ vs Adam-only "
+             "| rolled back | raised | invalid at end |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for its in sorted({c[0] for c in cells}):
+        mine = {c: v for c, v in cells.items() if c[0] == its}
+        betas = sorted({b for runs in mine.values() for (_, b) in runs}, reverse=True)
+        gammas = [g for g in BETA_GAMMAS if any((g, b) in runs for runs in mine.values() for b in betas)]
+        for b in betas:
+            for g in gammas:
+                best = ge = ge_usual = n = rolled = raised = invalid = 0
+                deltas = []
+                for runs in mine.values():
+                    r, a, usual = runs.get((g, b)), runs.get(("adam", b)), runs.get(("adam", 0.999))
+                    if r is None:
+                        continue
+                    elbos = {beta: runs[(g, beta)]["elbo"] for beta in betas if (g, beta) in runs}
+                    best += max(elbos, key=elbos.get) == b
+                    rolled += r["recoveries"] > 0
+                    raised += r["status"] == "raised"
+                    invalid += not r["valid"]
+                    if a is not None and g != "adam":
+                        n += 1
+                        ge += r["elbo"] >= a["elbo"] - 1e-6
+                        deltas.append(r["elbo"] - a["elbo"])
+                    if usual is not None:
+                        ge_usual += r["elbo"] >= usual["elbo"] - 1e-6
+                label = "Adam-only" if g == "adam" else ("default" if g == "default" else f"γ = {g}")
+                same = f"{ge} of {n}" if g != "adam" else "–"
+                mean = f"{np.mean(deltas):.3g}" if deltas else "–"
+                lines.append(f"| {its} | {b} | {label} | {best} of {len(mine)} | {same} | "
+                             f"{ge_usual} of {len(mine)} | {mean} | {rolled} | {raised} | {invalid} |")
+    lines += ["", "Final full-data ELBO per run (rollbacks in brackets where any):", "",
+              "| iterations | problem | batch | training | " + " | ".join(f"β₂ = {b}" for b in BETAS_2) + " |",
+              "|---|---|---|---|" + "---|" * len(BETAS_2)]
+    for (its, name, batch), runs in sorted(cells.items()):
+        for g in BETA_GAMMAS:
+            if not any((g, b) in runs for b in BETAS_2):
+                continue
+            vals = []
+            for b in BETAS_2:
+                r = runs.get((g, b))
+                vals.append("" if r is None else f"{r['elbo']:.6g}" + (f" ({r['recoveries']})" if r["recoveries"]
+                                                                       else ""))
+            label = "Adam-only" if g == "adam" else ("default" if g == "default" else f"γ = {g}")
+            lines.append(f"| {its} | {name} | {batch} | {label} | " + " | ".join(vals) + " |")
+    return lines + [""]
+
+
 def lr_key(name, gamma, batch, lr, its):
     return f"{name}|{gamma}|{batch}|lr{lr}|{its}"
 
@@ -402,7 +497,7 @@ def refit_summary(cells):
     return lines
 
 
-def report(results, info, iterations, lr_runs=None, gaussian_runs=None):
+def report(results, info, iterations, lr_runs=None, gaussian_runs=None, beta_runs=None):
     adam = {}
     for k, r in results.items():
         if r["gamma"] == "adam" and r["storage"] == "mean_cholesky":
@@ -503,6 +598,7 @@ def report(results, info, iterations, lr_runs=None, gaussian_runs=None):
 
     lines += lr_report(lr_runs or {}, iterations)
     lines += gaussian_report(gaussian_runs or {})
+    lines += beta_report(beta_runs or {}, info)
 
     lines += ["## Every run", "",
               "| problem | batch | storage | steps in | γ | mode | check | status | rollbacks (collapses) | "
@@ -533,10 +629,11 @@ def main(argv=None):
     results, info = saved.get("runs", {}), saved.get("machine") or machine()
     lr_runs = saved.get("adam_lr_runs", {})
     gaussian_runs = saved.get("gaussian_minibatch_runs", {})
+    beta_runs = saved.get("adam_beta_runs", {})
 
     def save():
         out.write_text(json.dumps(dict(machine=info, runs=results, adam_lr_runs=lr_runs,
-                                       gaussian_minibatch_runs=gaussian_runs), indent=1))
+                                       gaussian_minibatch_runs=gaussian_runs, adam_beta_runs=beta_runs), indent=1))
     if not args.report_only:
         probs = problems()
         names = [n for n in probs if not args.only or n in args.only.split(",")]
@@ -578,7 +675,19 @@ def main(argv=None):
                         break
                     print(f"[gaussian] {k}: elbo {r['elbo']:.6g} ({r['seconds']:.1f} s)", flush=True)
                     save()
-    report(results, info, args.iterations, lr_runs, gaussian_runs)
+        code = git_state()
+        todo = beta_plan(names, args.iterations, args.long_iterations)
+        for i, (name, gamma, batch, beta_2, its) in enumerate(todo):
+            k = beta_key(name, gamma, batch, beta_2, its)
+            if k in beta_runs:
+                continue
+            r = run(probs[name], "mean_cholesky", "natural", gamma, batch, its,
+                    "adam" if gamma == "adam" else "fused", None, beta_2=beta_2)
+            beta_runs[k] = dict({f: v for f, v in r.items() if not f.startswith("trace_")}, code=code)
+            print(f"[beta {i + 1}/{len(todo)}] {k}: {r['status']} elbo {r['elbo']:.6g} ({r['seconds']:.1f} s)",
+                  flush=True)
+            save()
+    report(results, info, args.iterations, lr_runs, gaussian_runs, beta_runs)
     print(f"wrote {HERE / 'ROBUSTNESS.md'}")
 
 
