@@ -361,10 +361,23 @@ class NaturalGradient(tf.Module):
 
     def step(self, q, grads: Sequence[tf.Tensor], scale=None) -> "NaturalStep":
         """:meth:`apply_gradients`, returning what the step did as a :class:`NaturalStep`."""
+        return self._step(q, grads, scale, check_gamma=True)[0]
+
+    def _step(self, q, grads, scale, check_gamma: bool):
+        """:meth:`step`; returns (:class:`NaturalStep`, whether the schedule's γ was valid).
+
+        ``check_gamma``: a γ that is not positive and finite raises (eagerly)
+        or fails an assertion (compiled). Otherwise (:func:`gpnat.train`, which
+        stops with a clear error at the iteration) it is reported: the step is
+        rejected and nothing is applied.
+        """
         qs = as_list(q)
         step = self.iterations + 1
         dtype = gpflow.default_float()
-        gamma = self._gamma_at(step)
+        gamma = self._gamma_at(step, check_gamma)
+        gamma_valid = tf.logical_and(tf.math.is_finite(gamma), gamma > 0)
+        if not check_gamma:
+            gamma = tf.where(gamma_valid, gamma, tf.ones_like(gamma))  # the proposal is discarded
         if scale is not None:
             gamma = gamma * tf.cast(scale, dtype)
 
@@ -394,6 +407,7 @@ class NaturalGradient(tf.Module):
             attempt(tf.constant(1, tf.int64), gamma),
             maximum_iterations=self.max_tries,
         )
+        accepted = tf.logical_and(accepted, gamma_valid)
         variables = [v for qi in qs for v in qi.xi]
         old_values = [t for old in olds for t in old]
         for variable, old, value in zip(variables, old_values, new):
@@ -402,7 +416,7 @@ class NaturalGradient(tf.Module):
         self.last_gamma.assign(tf.where(accepted, gamma_used, tf.zeros_like(gamma_used)))
         self.last_rejections.assign(tf.where(accepted, tries - 1, tries))
         self.last_accepted.assign(accepted)
-        return NaturalStep(accepted, self.last_gamma.read_value(), self.last_rejections.read_value())
+        return NaturalStep(accepted, self.last_gamma.read_value(), self.last_rejections.read_value()), gamma_valid
 
     def _step_function(self, storage: Parametrisation, xi, grads, coordinates=None):
         """γ -> new stored coordinates for a step in ``coordinates`` (closed form if known).
@@ -441,8 +455,9 @@ class NaturalGradient(tf.Module):
         )
 
     # ---------------------------------------------------------------- helpers
-    def _gamma_at(self, step) -> tf.Tensor:
-        """The schedule's γ at ``step`` in gpflow's float, refused by name unless a positive finite scalar."""
+    def _gamma_at(self, step, check_value: bool = True) -> tf.Tensor:
+        """The schedule's γ at ``step`` in gpflow's float, refused by name unless a scalar number,
+        and (``check_value``) unless positive and finite."""
         value = self.gamma(step)
         try:
             gamma = tf.convert_to_tensor(value, dtype_hint=gpflow.default_float())  # a Python float stays exact
@@ -454,7 +469,8 @@ class NaturalGradient(tf.Module):
             raise ValueError(f"the gamma schedule {self.gamma!r} must return a scalar, got shape "
                              f"{gamma.shape.as_list()}")
         gamma = tf.cast(gamma, gpflow.default_float())
-        self._check_gamma_value(gamma)
+        if check_value:
+            self._check_gamma_value(gamma)
         return gamma
 
     def _check_gamma_value(self, gamma: tf.Tensor) -> None:

@@ -47,7 +47,11 @@ REASONS = {
     3: "no valid natural-gradient step",
     4: "the loss at the natural step's proposal is not finite or rose",
     5: "the Adam step left q(u) invalid (not a proper Gaussian)",
+    6: "the gamma schedule gave a step size that is not a positive finite number",
 }
+
+#: failures that retrying cannot mend: training rolls back and stops at once
+FATAL = (6,)
 
 
 @dataclass(frozen=True)

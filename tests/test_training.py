@@ -433,6 +433,36 @@ def test_bad_arguments(rng, kwargs, error, match):
         np.testing.assert_array_equal(v.numpy(), b)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), -0.5, 0.0])
+@pytest.mark.parametrize("kwargs", [dict(), dict(fused=False), dict(adam_lr=None), dict(compile=False),
+                                    dict(recovery=None)], ids=["fused", "alternating", "natgrad", "eager", "strict"])
+def test_a_schedule_that_gives_an_invalid_gamma_stops_training_by_name(rng, bad, kwargs):
+    """γ_t not positive and finite at t = 5: a ValueError naming the schedule and the iteration, the
+    History attached (iteration 5 failed with code 6), and the model as it was after iteration 4."""
+    model, data = _model(rng)
+
+    def schedule(t):
+        return tf.where(tf.cast(t, tf.float64) < 5, tf.constant(0.1, tf.float64), tf.constant(bad, tf.float64))
+
+    after_4 = []
+    natgrad = gpnat.NaturalGradient(schedule)
+    state = model.trainable_variables + (natgrad.iterations,)
+
+    def keep(it, history):
+        if it == 4:
+            after_4.extend(v.numpy().copy() for v in state)
+
+    with pytest.raises(ValueError, match=r"iteration 5: the gamma schedule .* gave the step size .*not a positive "
+                                         r"finite number; training stopped there and the model holds its last good"
+                       ) as info:
+        gpnat.train(model, data, iterations=10, natgrad=natgrad, callbacks=[keep], progress=False, **kwargs)
+    history = info.value.history
+    assert history.iteration == [1, 2, 3, 4, 5] and history.failure == [0, 0, 0, 0, 6]
+    for v, kept in zip(state, after_4):
+        np.testing.assert_array_equal(v.numpy(), kept)
+    assert np.isfinite(model.elbo(data).numpy())
+
+
 def test_adam_betas_are_adams(rng):
     """train(natgrad=None, adam_betas=...) on the full data is a plain tf_keras Adam loop with those betas."""
     model, data = _model(rng)

@@ -180,6 +180,10 @@ def train(
     :raises NaturalGradientError: when recovery is impossible because no valid
         natural-gradient step can be made. The model holds its last good
         state; the History so far is attached as ``error.history``.
+    :raises ValueError: when ``natgrad``'s γ schedule gives a step size that is
+        not positive and finite, at that iteration (rolled back; the History is
+        attached as ``error.history``), besides the argument checks before
+        anything runs.
     :raises FloatingPointError: when recovery is impossible for another reason
         (the loss stays non-finite or collapsed, or Adam keeps leaving q(u)
         invalid); the model holds its last good state (``error.history`` as above).
@@ -633,6 +637,15 @@ def _training_error(it, reason, recovery, policy, natgrad, qs, history) -> Excep
             f"lowered to {history.scale[-1] * policy.backoff:.3g} of its value"
         )
     state = "the model holds its last good state (every variable and optimizer slot as it was)"
+    if reason == 6:
+        try:  # the value, for the message: the schedule at the step it was asked for
+            value = f" {float(natgrad.gamma(int(natgrad.iterations.numpy()) + 1)):.4g}"
+        except Exception:  # noqa: BLE001 - only the message's detail
+            value = ""
+        return ValueError(
+            f"iteration {it}: the gamma schedule {natgrad.gamma!r} gave the step size{value}, which is not "
+            f"a positive finite number; training stopped there and {state}."
+        )
     if reason == 3:
         return NaturalGradientError(
             f"iteration {it}: no valid natural-gradient step: {natgrad.rejection_reason()} "

@@ -25,7 +25,7 @@ import gpflow
 import tensorflow as tf
 
 from ..natgrad import NaturalGradient
-from ..recovery import Guard, _all_finite
+from ..recovery import FATAL, Guard, _all_finite
 from .distributed import loss_and_gradients
 
 __all__ = ["StepResult", "Parts", "alternating", "fused", "adam_only", "natgrad_only", "STEPS"]
@@ -113,9 +113,14 @@ def _begin(p: Parts, batch, variables):
 
 
 def _natural(p: Parts, grads, failure):
-    """The natural step at recovery's γ factor. Returns (failure, γ, rejections)."""
-    step = p.natgrad.step(p.qs, grads, scale=p.guard.scale)
-    return _fail_unless(failure, step.accepted, 3), step.gamma, step.rejections
+    """The natural step at recovery's γ factor. Returns (failure, γ, rejections).
+
+    A γ from the schedule that is not positive and finite fails the iteration
+    with code 6, whatever else failed: retrying cannot mend it.
+    """
+    step, gamma_valid = p.natgrad._step(p.qs, grads, p.guard.scale, check_gamma=False)
+    failure = _fail_unless(failure, step.accepted, 3)
+    return tf.where(gamma_valid, failure, tf.constant(6, failure.dtype)), step.gamma, step.rejections
 
 
 def _adam(p: Parts, grads, failure) -> None:
@@ -146,6 +151,8 @@ def _end(p: Parts, loss, failure, gamma, rejections, blame_adam) -> StepResult:
     _when(tf.logical_not(good), p.guard.restore)
     scale = (p.guard.scale if p.natgrad is not None else p.guard.adam_scale).read_value()
     p.guard.update(good, loss, blame_adam)
+    fatal = tf.reduce_any(tf.equal(failure, tf.constant(FATAL, failure.dtype)))
+    _when(fatal, lambda: p.guard.consecutive.assign(tf.cast(p.guard.policy.max_consecutive, tf.int64)))
     p.counter.assign_add(1)
     if p.natgrad is not None:
         gamma = tf.where(good, gamma, tf.zeros_like(gamma))
