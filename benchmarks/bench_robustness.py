@@ -649,17 +649,21 @@ def main(argv=None):
             print(f"[{i + 1}/{len(todo)}] {k}: {r['status']} elbo {r['elbo']:.6g} ({r['seconds']:.1f} s)",
                   flush=True)
             save()
-        todo = lr_plan(names, args.iterations, args.long_iterations)
-        for i, (name, gamma, batch, lr, its) in enumerate(todo):
-            k = lr_key(name, gamma, batch, lr, its)
-            if k in lr_runs:
-                continue
-            r = run(probs[name], "mean_cholesky", "natural", gamma, batch, its,
-                    "adam" if gamma == "adam" else "fused", None, adam_lr=lr, refit=True)
-            lr_runs[k] = {f: v for f, v in r.items() if not f.startswith("trace_")}
-            print(f"[lr {i + 1}/{len(todo)}] {k}: {r['status']} elbo {r['elbo']:.6g} ({r['seconds']:.1f} s)",
-                  flush=True)
-            save()
+        def sweep(label, todo, runs, key_of, settings, extra=None):
+            """Run a sweep's missing runs (default storage and coordinates), saving after each."""
+            for i, (name, gamma, batch, value, its) in enumerate(todo):
+                k = key_of(name, gamma, batch, value, its)
+                if k in runs:
+                    continue
+                r = run(probs[name], "mean_cholesky", "natural", gamma, batch, its,
+                        "adam" if gamma == "adam" else "fused", None, **settings(value))
+                runs[k] = dict({f: v for f, v in r.items() if not f.startswith("trace_")}, **(extra or {}))
+                print(f"[{label} {i + 1}/{len(todo)}] {k}: {r['status']} elbo {r['elbo']:.6g} "
+                      f"({r['seconds']:.1f} s)", flush=True)
+                save()
+
+        sweep("lr", lr_plan(names, args.iterations, args.long_iterations), lr_runs, lr_key,
+              lambda lr: dict(adam_lr=lr, refit=True))
         for name in GAUSSIAN_SETS:
             if args.only and name not in args.only.split(","):
                 continue
@@ -675,18 +679,8 @@ def main(argv=None):
                         break
                     print(f"[gaussian] {k}: elbo {r['elbo']:.6g} ({r['seconds']:.1f} s)", flush=True)
                     save()
-        code = git_state()
-        todo = beta_plan(names, args.iterations, args.long_iterations)
-        for i, (name, gamma, batch, beta_2, its) in enumerate(todo):
-            k = beta_key(name, gamma, batch, beta_2, its)
-            if k in beta_runs:
-                continue
-            r = run(probs[name], "mean_cholesky", "natural", gamma, batch, its,
-                    "adam" if gamma == "adam" else "fused", None, beta_2=beta_2)
-            beta_runs[k] = dict({f: v for f, v in r.items() if not f.startswith("trace_")}, code=code)
-            print(f"[beta {i + 1}/{len(todo)}] {k}: {r['status']} elbo {r['elbo']:.6g} ({r['seconds']:.1f} s)",
-                  flush=True)
-            save()
+        sweep("beta", beta_plan(names, args.iterations, args.long_iterations), beta_runs, beta_key,
+              lambda beta_2: dict(beta_2=beta_2), extra=dict(code=git_state()))
     report(results, info, args.iterations, lr_runs, gaussian_runs, beta_runs)
     print(f"wrote {HERE / 'ROBUSTNESS.md'}")
 
