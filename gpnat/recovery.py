@@ -48,10 +48,11 @@ REASONS = {
     4: "the loss at the natural step's proposal is not finite or rose",
     5: "the Adam step left q(u) invalid (not a proper Gaussian)",
     6: "the gamma schedule gave a step size that is not a positive finite number",
+    7: "the minibatch from the tf.data.Dataset contains NaN or inf",
 }
 
 #: failures that retrying cannot mend: training rolls back and stops at once
-FATAL = (6,)
+FATAL = (6, 7)
 
 
 @dataclass(frozen=True)

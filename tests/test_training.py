@@ -463,6 +463,24 @@ def test_a_schedule_that_gives_an_invalid_gamma_stops_training_by_name(rng, bad,
     assert np.isfinite(model.elbo(data).numpy())
 
 
+@pytest.mark.parametrize("kwargs", [dict(), dict(fused=False), dict(natgrad=None), dict(compile=False)],
+                         ids=["fused", "alternating", "adam", "eager"])
+def test_a_streamed_batch_with_nan_stops_training_by_name_in_its_last_good_state(kwargs):
+    """A tf.data.Dataset is checked batch by batch: the first batch holding NaN stops training with a
+    ValueError naming it (code 7), and the model is bitwise that of a run stopped one iteration earlier."""
+    model, (X, Y) = _model(np.random.default_rng(0))
+    twin = gpflow.utilities.deepcopy(model)
+    Y = Y.copy()
+    Y[33, 0] = np.nan  # in the fourth batch of 10 (the rows are not shuffled here)
+    data = tf.data.Dataset.from_tensor_slices((X, Y)).batch(10)
+    with pytest.raises(ValueError, match=r"iteration 4: the minibatch contains NaN or inf .*last good state") as info:
+        gpnat.train(model, data, iterations=20, progress=False, **kwargs)
+    assert info.value.history.failure == [0, 0, 0, 7]
+    gpnat.train(twin, data, iterations=3, progress=False, **kwargs)
+    for got, want in zip(model.trainable_variables, twin.trainable_variables):
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
 def test_adam_betas_are_adams(rng):
     """train(natgrad=None, adam_betas=...) on the full data is a plain tf_keras Adam loop with those betas."""
     model, data = _model(rng)

@@ -181,9 +181,10 @@ def train(
         natural-gradient step can be made. The model holds its last good
         state; the History so far is attached as ``error.history``.
     :raises ValueError: when ``natgrad``'s γ schedule gives a step size that is
-        not positive and finite, at that iteration (rolled back; the History is
-        attached as ``error.history``), besides the argument checks before
-        anything runs.
+        not positive and finite, or a minibatch streamed from a
+        ``tf.data.Dataset`` holds NaN or inf, at that iteration (rolled back;
+        the History is attached as ``error.history``), besides the argument
+        checks before anything runs.
     :raises FloatingPointError: when recovery is impossible for another reason
         (the loss stays non-finite or collapsed, or Adam keeps leaving q(u)
         invalid); the model holds its last good state (``error.history`` as above).
@@ -531,6 +532,9 @@ def _compiled_loop(parts: Parts, step, source, compile: bool, jit_compile: bool)
         iteration = tf.function(iteration, jit_compile=True)
     guard = parts.guard
     limit = guard.policy.max_consecutive
+    # arrays were checked for NaN and inf before training; a Dataset's batches are checked as they come
+    # (under a strategy a batch is a per-replica value, which the model's own check sees instead)
+    check_streamed = source is None and parts.strategy is None
 
     def chunk(n, iterator):
         def batch():
@@ -540,7 +544,10 @@ def _compiled_loop(parts: Parts, step, source, compile: bool, jit_compile: bool)
             return tf.logical_and(i < n, guard.consecutive < limit)
 
         def body(i, *buffers):
-            result = iteration(*batch())
+            if check_streamed:
+                result = iteration(*_finite_or_zeros(*batch()))
+            else:
+                result = iteration(*batch())
             return (i + 1,) + tuple(b.write(i, r) for b, r in zip(buffers, result))
 
         buffers = tuple(tf.TensorArray(d, size=0, dynamic_size=True) for d in result_dtypes())
@@ -572,6 +579,14 @@ def _compiled_loop(parts: Parts, step, source, compile: bool, jit_compile: bool)
         _clear_bijector_caches(parts.model)
 
     return run, traced, release
+
+
+def _finite_or_zeros(X, Y):
+    """(X, Y, finite?): a batch that holds NaN or inf is replaced by zeros, so that the iteration can
+    fail with code 7 (and stop training with a clear error) instead of an assertion inside the model."""
+    checks = [tf.reduce_all(tf.math.is_finite(t)) for t in (X, Y) if t.dtype.is_floating]
+    ok = tf.reduce_all(tf.stack(checks)) if checks else tf.constant(True)
+    return tuple(tf.where(ok, t, tf.zeros_like(t)) if t.dtype.is_floating else t for t in (X, Y)) + (ok,)
 
 
 def _gradient_registry() -> dict:
@@ -645,6 +660,11 @@ def _training_error(it, reason, recovery, policy, natgrad, qs, history) -> Excep
         return ValueError(
             f"iteration {it}: the gamma schedule {natgrad.gamma!r} gave the step size{value}, which is not "
             f"a positive finite number; training stopped there and {state}."
+        )
+    if reason == 7:
+        return ValueError(
+            f"iteration {it}: the minibatch contains NaN or inf (a tf.data.Dataset is checked batch by "
+            f"batch as it streams); training stopped there and {state}. Clean or filter the dataset."
         )
     if reason == 3:
         return NaturalGradientError(

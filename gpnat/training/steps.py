@@ -104,11 +104,21 @@ def _loss(p: Parts, batch) -> tf.Tensor:
     return p.loss(batch) if p.strategy is None else _loss_and_grads(p, batch, [])[0]
 
 
-def _begin(p: Parts, batch, variables):
-    """Evaluate and check; save the state when it is good. Returns (loss, grads, failure)."""
+def _begin(p: Parts, batch, variables, data_ok=None):
+    """Evaluate and check; save the state when it is good. Returns (loss, grads, failure).
+
+    ``data_ok`` False (a streamed batch held NaN or inf, replaced by zeros
+    before it reached the model) fails the iteration with code 7; the state
+    is saved all the same (the batch is bad, not the state the last iteration
+    left), so the rollback keeps the last iteration's updates.
+    """
     loss, grads = _loss_and_grads(p, batch, variables)
     failure = p.guard.acceptable(loss, grads)
-    _when(tf.equal(failure, 0), p.guard.save)
+    save = tf.equal(failure, 0)
+    if data_ok is not None:
+        failure = tf.where(data_ok, failure, tf.constant(7, failure.dtype))
+        save = tf.logical_or(save, tf.logical_not(data_ok))
+    _when(save, p.guard.save)
     return loss, grads, failure
 
 
@@ -164,10 +174,10 @@ def _no_natural_step():
 
 
 # ------------------------------------------------------------------ modes
-def alternating(p: Parts, X, Y) -> StepResult:
+def alternating(p: Parts, X, Y, data_ok=None) -> StepResult:
     """Natural step on q(u), then Adam on the hyperparameters at the updated q(u)."""
     batch = (X, Y)
-    loss, grads, failure = _begin(p, batch, p.q_vars)
+    loss, grads, failure = _begin(p, batch, p.q_vars, data_ok)
     failure, gamma, rejections = _natural(p, grads, failure)
     loss_at, hyper_grads = _loss_and_grads(p, batch, p.adam_vars)
     if p.check_from_gamma is not None:  # 0 here: alternating mode checks every iteration
@@ -180,27 +190,27 @@ def alternating(p: Parts, X, Y) -> StepResult:
     return _end(p, loss, failure, gamma, rejections, p.guard.consecutive > 0)
 
 
-def fused(p: Parts, X, Y) -> StepResult:
+def fused(p: Parts, X, Y, data_ok=None) -> StepResult:
     """One loss-and-gradient evaluation feeds the natural step and Adam."""
     batch = (X, Y)
     n = len(p.q_vars)
-    loss, grads, failure = _begin(p, batch, p.q_vars + p.adam_vars)
+    loss, grads, failure = _begin(p, batch, p.q_vars + p.adam_vars, data_ok)
     failure, gamma, rejections = _natural(p, grads[:n], failure)
     failure = _check_proposal(p, batch, loss, failure, gamma)
     _adam(p, grads[n:], failure)
     return _end(p, loss, failure, gamma, rejections, p.guard.consecutive > 0)
 
 
-def natgrad_only(p: Parts, X, Y) -> StepResult:
+def natgrad_only(p: Parts, X, Y, data_ok=None) -> StepResult:
     """Natural steps on q(u); the hyperparameters stay fixed."""
     batch = (X, Y)
-    loss, grads, failure = _begin(p, batch, p.q_vars)
+    loss, grads, failure = _begin(p, batch, p.q_vars, data_ok)
     failure, gamma, rejections = _natural(p, grads, failure)
     failure = _check_proposal(p, batch, loss, failure, gamma)
     return _end(p, loss, failure, gamma, rejections, tf.constant(False))
 
 
-def adam_only(p: Parts, X, Y) -> StepResult:
+def adam_only(p: Parts, X, Y, data_ok=None) -> StepResult:
     """Adam on every trainable variable, q(u) included.
 
     Only here can a step leave q(u) outside the Gaussian family (e.g. natural
@@ -208,7 +218,7 @@ def adam_only(p: Parts, X, Y) -> StepResult:
     here is q(u) checked after the step; for mean/Cholesky storage that check
     is O(M²) (finite, nonzero diagonal), not a Cholesky.
     """
-    loss, grads, failure = _begin(p, (X, Y), p.adam_vars)
+    loss, grads, failure = _begin(p, (X, Y), p.adam_vars, data_ok)
     _adam(p, grads, failure)
     if p.qs:
         valid = tf.reduce_all(tf.stack([q.is_valid() for q in p.qs]))
@@ -217,8 +227,9 @@ def adam_only(p: Parts, X, Y) -> StepResult:
     return _end(p, loss, failure, gamma, rejections, tf.constant(True))
 
 
-#: the step function of each mode
-STEPS: Dict[str, Callable[[Parts, tf.Tensor, tf.Tensor], StepResult]] = {
+#: the step function of each mode: (parts, X, Y, data_ok=None) -> StepResult, where ``data_ok``
+#: (a scalar bool tensor, or None) says whether a streamed batch was finite
+STEPS: Dict[str, Callable[..., StepResult]] = {
     "alternating": alternating,
     "fused": fused,
     "natgrad": natgrad_only,
