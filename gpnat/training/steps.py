@@ -161,8 +161,9 @@ def _end(p: Parts, loss, failure, gamma, rejections, blame_adam) -> StepResult:
     _when(tf.logical_not(good), p.guard.restore)
     scale = (p.guard.scale if p.natgrad is not None else p.guard.adam_scale).read_value()
     p.guard.update(good, loss, blame_adam)
-    fatal = tf.reduce_any(tf.equal(failure, tf.constant(FATAL, failure.dtype)))
-    _when(fatal, lambda: p.guard.consecutive.assign(tf.cast(p.guard.policy.max_consecutive, tf.int64)))
+    fatal = tf.reduce_any(tf.equal(failure, tf.constant(FATAL, failure.dtype)))  # stop the loop now
+    limit = tf.constant(p.guard.policy.max_consecutive, p.guard.consecutive.dtype)
+    p.guard.consecutive.assign(tf.where(fatal, limit, p.guard.consecutive))
     p.counter.assign_add(1)
     if p.natgrad is not None:
         gamma = tf.where(good, gamma, tf.zeros_like(gamma))
