@@ -30,9 +30,7 @@ A benchmark, never a timed test. Run ``.venv/bin/python benchmarks/bench_routes.
 """
 import argparse
 import json
-import math
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -46,6 +44,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import gpflow  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from bench_triangular import timed  # noqa: E402
 from machine import git_state, report_header  # noqa: E402
 from problem import D, make_data  # noqa: E402
 
@@ -54,23 +53,6 @@ from gpnat.parametrisations import Expectation, MeanCholesky, MeanPrecisionChole
 
 STORAGES = (MeanCholesky(), Natural(), Expectation(), MeanPrecisionCholesky())
 N = 20_000
-
-
-def timed(fn, seconds, repeats):
-    """Median ms per call of a compiled ``fn`` (traced and warmed first), blocks of about ``seconds``."""
-    compiled = tf.function(fn)
-    tf.nest.map_structure(lambda t: t.numpy(), compiled())
-    t0 = time.perf_counter()
-    tf.nest.map_structure(lambda t: t.numpy(), compiled())
-    calls = max(3, math.ceil(seconds / (time.perf_counter() - t0)))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            out = compiled()
-        tf.nest.map_structure(lambda t: t.numpy(), out)
-        times.append((time.perf_counter() - t0) / calls)
-    return 1e3 * statistics.median(times)
 
 
 def model_at_optimum(storage, M, X, Y):
@@ -125,11 +107,11 @@ def bench(M, batch, seconds, repeats):
 
         row = {"M": M, "batch": batch, "storage": type(storage).__name__,
                "in closed form": closed_parts(storage, start, grads),
-               "loss+grad": timed(loss_and_grad, seconds, repeats)}
+               "loss+grad": timed(loss_and_grad, 3, repeats, seconds)}
         results = {}
         for name, closed_form in (("closed form", True), ("automatic", False)):
             step = stepper(closed_form)
-            row[name] = timed(step, seconds, repeats)
+            row[name] = timed(step, 3, repeats, seconds)
             accepted, new = tf.function(step)()
             if not bool(accepted):
                 raise RuntimeError(f"{name} step rejected for {row['storage']} at M = {M}")

@@ -16,6 +16,7 @@ A benchmark, never a timed test. Run ``.venv/bin/python benchmarks/bench_triangu
 """
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -50,10 +51,15 @@ def inputs(M, dtype, seed=0):
                                                     grad_L)]
 
 
-def timed(fn, calls, repeats):
-    """Median ms per call of a compiled ``fn`` (traced and warmed first)."""
+def timed(fn, calls, repeats, seconds=None):
+    """Median ms per call of a compiled ``fn`` (traced and warmed first), over ``repeats`` blocks of
+    ``calls`` calls; with ``seconds``, of at least enough calls for a block to take about that long."""
     compiled = tf.function(fn)
     tf.nest.map_structure(lambda t: t.numpy(), compiled())
+    if seconds is not None:
+        t0 = time.perf_counter()
+        tf.nest.map_structure(lambda t: t.numpy(), compiled())
+        calls = max(calls, math.ceil(seconds / (time.perf_counter() - t0)))
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
