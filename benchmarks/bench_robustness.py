@@ -34,6 +34,14 @@ the problems of ``LONG``: whether the comparison of natural gradients with
 Adam-only depends on Adam's own settings. Its records carry the commit they
 ran at, which the section names.
 
+A sixth runs gpflow's own hybrid on the same default-built problems and
+batches, as a reference that shares no code with gpnat's optimizers: a gpflow
+``SVGP``, ``gpflow.optimizers.NaturalGradient(γ)`` on ``(q_mu, q_sqrt)`` and
+then Adam on the other variables at each iteration (gpflow's documented
+recipe), against gpflow Adam-only training of every variable, for γ ∈
+``GPFLOW_GAMMAS`` at ``--iterations``. A run that gpflow stops with an error
+keeps the state it had then. Its records carry their commit.
+
 Writes ``benchmarks/robustness.json`` (one record per run, resumable) and
 ``benchmarks/ROBUSTNESS.md``. Usage::
 
@@ -57,10 +65,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import gpflow  # noqa: E402
 import tensorflow as tf  # noqa: E402
+import tf_keras  # noqa: E402
 from machine import cpu_model, git_state  # noqa: E402
 
 import gpnat  # noqa: E402
 from gpnat.experiments import datasets  # noqa: E402
+from gpnat.training.batches import ArrayBatches  # noqa: E402
 
 gpflow.config.set_default_float(np.float64)
 HERE = Path(__file__).resolve().parent
@@ -85,6 +95,8 @@ LONG_BETA_GAMMAS = ("adam", "default")
 GAUSSIAN_SETS = ("yacht", "concrete", "kin8nm")
 #: its natural-gradient settings
 GAUSSIAN_GAMMAS = ("1.0", "0.5", "0.1", "warm-up")
+#: constant γ of the sixth matrix (gpflow's own hybrid)
+GPFLOW_GAMMAS = (0.1, 1.0)
 
 
 # ----------------------------------------------------------------------------- problems
@@ -193,6 +205,114 @@ def run(problem, storage, coordinates, gamma, batch, iterations, mode="fused", c
         record.update(hyperparameters(model))
         record["elbo_refit"], record["refit_recoveries"] = refit_q(model, X, Y)
     return record
+
+
+def gpflow_run(problem, gamma, batch, iterations):
+    """One run of gpflow's own training loop (the sixth matrix); ``gamma`` "adam" or a constant.
+
+    The model is :func:`build`'s as a gpflow ``SVGP`` (whitened, q(u) = prior); the
+    batches are those of ``gpnat.train`` (same seed); Adam at train's default
+    learning rate and decay rates. Returns the status ("finished", or "raised at
+    t" where gpflow stopped with an error, keeping its state) and the final
+    full-data ELBO.
+    """
+    X, Y, likelihood, L, M = problem
+    Z = X[np.random.default_rng(1).permutation(len(X))[:M]].copy()
+    kernel = gpflow.kernels.SquaredExponential(lengthscales=np.ones(X.shape[1]))
+    model = gpflow.models.SVGP(kernel, likelihood(), Z, num_data=len(X), num_latent_gps=L, whiten=True)
+    batches = ArrayBatches(X, Y, None if batch == "full" else BATCH, 0)
+    adam = tf_keras.optimizers.Adam(inspect.signature(gpnat.train).parameters["adam_lr"].default)
+    if gamma == "adam":
+        variables = model.trainable_variables
+
+        @tf.function
+        def step(t):
+            with tf.GradientTape() as tape:
+                loss = model.training_loss(batches.batch(t))
+            adam.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    else:
+        gpflow.set_trainable(model.q_mu, False)
+        gpflow.set_trainable(model.q_sqrt, False)
+        natgrad, variables = gpflow.optimizers.NaturalGradient(gamma), model.trainable_variables
+
+        @tf.function
+        def step(t):
+            loss = model.training_loss_closure(batches.batch(t), compile=False)
+            natgrad.minimize(loss, [(model.q_mu, model.q_sqrt)])
+            adam.minimize(loss, variables)
+    record = dict(gamma=gamma, batch=batch, iterations=iterations, status="finished", code=git_state())
+    t0 = time.perf_counter()
+    for t in range(iterations):
+        try:
+            step(tf.constant(t, tf.int64))
+        except tf.errors.InvalidArgumentError:  # gpflow's check of a non-finite proposal
+            record["status"] = f"raised at {t + 1}"
+            break
+    record["seconds"] = time.perf_counter() - t0
+    record["elbo"] = float(model.elbo((X, Y)).numpy())
+    return record
+
+
+def gpflow_report(gpflow_runs, results):
+    """The sixth matrix: Markdown lines."""
+    if not gpflow_runs:
+        return []
+    cells = {}  # (name, batch) -> {gamma: record}
+    for k, r in gpflow_runs.items():
+        cells.setdefault((k.split("|")[0], r["batch"]), {})[r["gamma"]] = r
+    codes = sorted({r["code"] for r in gpflow_runs.values()})
+
+    def gpnat_run(name, gamma, batch, mode):
+        probe = dict(storage="mean_cholesky", coordinates="natural" if gamma != "adam" else "storage",
+                     gamma=gamma, batch=batch, mode=mode, check_proposal=None)
+        return results.get(key(name, probe))
+
+    def fmt(r):
+        if r is None:
+            return ""
+        note = r["status"] if r["status"].startswith("raised") else (
+            f"{r['recoveries']} rolled back" if r.get("recoveries") else "")
+        return f"{r['elbo']:.6g}" + (f" ({note})" if note else "")
+
+    lines = ["## gpflow's own hybrid", "",
+             f"Run at {', '.join(codes)}. A reference that shares no code with gpnat's optimizers: "
+             "gpflow's `SVGP`, built as every model here, trained by gpflow's recipe: "
+             "`gpflow.optimizers.NaturalGradient(γ)` on `(q_mu, q_sqrt)`, then Adam on the other variables, "
+             "each iteration (two loss evaluations); *Adam-only*: Adam on every variable. Same batches as "
+             "gpnat's runs, Adam at train's default settings; a run gpflow stopped with an error keeps "
+             "the state it had then. Beside them, gpnat's runs of the same setting from the first "
+             "matrix: fused (train's default mode) and alternating (gpflow's order of the two halves, with "
+             "gpnat's recovery). Final full-data ELBO (rollbacks, or where gpflow raised).", "",
+             "| problem | batch | gpflow Adam-only | gpnat Adam-only | " + " | ".join(
+                 f"γ = {g}: gpflow | γ = {g}: gpnat fused | γ = {g}: gpnat alternating" for g in GPFLOW_GAMMAS)
+             + " |", "|---|---|---|---|" + "---|---|---|" * len(GPFLOW_GAMMAS)]
+    tally = {}  # (who, gamma) -> [≥ own Adam-only, n, raised]
+    worst_adam = 0.0
+    for (name, batch), runs in sorted(cells.items()):
+        adam = runs.get("adam")
+        ours = gpnat_run(name, "adam", batch, "adam")
+        if adam and ours:
+            worst_adam = max(worst_adam, abs(adam["elbo"] - ours["elbo"]))
+        row = [fmt(adam), fmt(ours)]
+        for g in GPFLOW_GAMMAS:
+            for who, r, base in (("gpflow", runs.get(g), adam),
+                                 ("gpnat fused", gpnat_run(name, g, batch, "fused"), ours),
+                                 ("gpnat alternating", gpnat_run(name, g, batch, "alternating"), ours)):
+                row.append(fmt(r))
+                if r is not None and base is not None:
+                    t = tally.setdefault((who, g), [0, 0, 0])
+                    t[0] += r["elbo"] >= base["elbo"] - 1e-6
+                    t[1] += 1
+                    t[2] += r["status"].startswith("raised")
+        lines.append(f"| {name} | {batch} | " + " | ".join(row) + " |")
+    lines += ["", "| training | γ | ELBO ≥ its own Adam-only | raised |", "|---|---|---|---|"]
+    for who in ("gpflow", "gpnat fused", "gpnat alternating"):
+        for g in GPFLOW_GAMMAS:
+            if (who, g) in tally:
+                ge, n, raised = tally[(who, g)]
+                lines.append(f"| {who} | {g} | {ge} of {n} | {raised} |")
+    lines += ["", f"gpflow's and gpnat's Adam-only runs differ by at most {worst_adam:.2g} nats.", ""]
+    return lines
 
 
 def hyperparameters(model):
@@ -497,7 +617,7 @@ def refit_summary(cells):
     return lines
 
 
-def report(results, info, iterations, lr_runs=None, gaussian_runs=None, beta_runs=None):
+def report(results, info, iterations, lr_runs=None, gaussian_runs=None, beta_runs=None, gpflow_runs=None):
     adam = {}
     for k, r in results.items():
         if r["gamma"] == "adam" and r["storage"] == "mean_cholesky":
@@ -599,6 +719,7 @@ def report(results, info, iterations, lr_runs=None, gaussian_runs=None, beta_run
     lines += lr_report(lr_runs or {}, iterations)
     lines += gaussian_report(gaussian_runs or {})
     lines += beta_report(beta_runs or {}, info)
+    lines += gpflow_report(gpflow_runs or {}, results)
 
     lines += ["## Every run", "",
               "| problem | batch | storage | steps in | γ | mode | check | status | rollbacks (collapses) | "
@@ -630,10 +751,12 @@ def main(argv=None):
     lr_runs = saved.get("adam_lr_runs", {})
     gaussian_runs = saved.get("gaussian_minibatch_runs", {})
     beta_runs = saved.get("adam_beta_runs", {})
+    gpflow_runs = saved.get("gpflow_runs", {})
 
     def save():
         out.write_text(json.dumps(dict(machine=info, runs=results, adam_lr_runs=lr_runs,
-                                       gaussian_minibatch_runs=gaussian_runs, adam_beta_runs=beta_runs), indent=1))
+                                       gaussian_minibatch_runs=gaussian_runs, adam_beta_runs=beta_runs,
+                                       gpflow_runs=gpflow_runs), indent=1))
     if not args.report_only:
         probs = problems()
         names = [n for n in probs if not args.only or n in args.only.split(",")]
@@ -681,7 +804,16 @@ def main(argv=None):
                     save()
         sweep("beta", beta_plan(names, args.iterations, args.long_iterations), beta_runs, beta_key,
               lambda beta_2: dict(beta_2=beta_2), extra=dict(code=git_state()))
-    report(results, info, args.iterations, lr_runs, gaussian_runs, beta_runs)
+        for name in names:
+            for batch in ("full", "minibatch"):
+                for gamma in ("adam",) + GPFLOW_GAMMAS:
+                    k = f"{name}|{gamma}|{batch}|{args.iterations}"
+                    if k in gpflow_runs:
+                        continue
+                    gpflow_runs[k] = r = gpflow_run(probs[name], gamma, batch, args.iterations)
+                    print(f"[gpflow] {k}: {r['status']} elbo {r['elbo']:.6g} ({r['seconds']:.1f} s)", flush=True)
+                    save()
+    report(results, info, args.iterations, lr_runs, gaussian_runs, beta_runs, gpflow_runs)
     print(f"wrote {HERE / 'ROBUSTNESS.md'}")
 
 
