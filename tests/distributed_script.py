@@ -102,7 +102,31 @@ def mirrored(out):
     unchanged = all(np.array_equal(v.numpy(), b) for v, b in zip(model.trainable_variables, before))
     save(out, results)
     with open(out + ".errors", "w") as f:
-        f.write("\n".join(errors) + f"\nunchanged={unchanged}\n")
+        f.write("\n".join(errors + streamed_nan(gpnat, gpflow, strategy)) + f"\nunchanged={unchanged}\n")
+
+
+def streamed_nan(gpnat, gpflow, strategy):
+    """Lines of text: a Dataset whose fourth batch holds NaN in the second replica's shard, under the
+    strategy. Each replica checks its shard; training must stop by name at that iteration, the model
+    bitwise that of a run of three iterations."""
+    import tensorflow as tf
+
+    X, Y = problem()
+    Y = Y.copy()
+    half = B // 2
+    Y[3 * half + half // 2 + 1, 0] = np.nan  # the batches are not shuffled
+    streamed = tf.data.Dataset.from_tensor_slices((X, Y)).batch(half, drop_remainder=True)
+    with strategy.scope():
+        stopped, twin = build(gpnat, gpflow, X), build(gpnat, gpflow, X)
+    lines = []
+    try:
+        gpnat.train(stopped, streamed, iterations=ITERATIONS, strategy=strategy, progress=False)
+    except ValueError as error:
+        lines += [str(error), f"streamed failures={error.history.failure}"]
+    gpnat.train(twin, streamed, iterations=3, strategy=strategy, progress=False)
+    same = all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(stopped.trainable_variables,
+                                                                    twin.trainable_variables))
+    return lines + [f"stopped_as_3={same}"]
 
 
 def worker(out, modes, checkpoint_dir, crash_at, iterations, only_modes=False):
@@ -125,6 +149,8 @@ def worker(out, modes, checkpoint_dir, crash_at, iterations, only_modes=False):
         results[f"worker/{mode}"] = run(gpnat, gpflow, mode, strategy, iterations=iterations, **kwargs)
     if not checkpoint_dir and not only_modes:
         results["worker/dataset"] = run(gpnat, gpflow, "fused", strategy, dataset=True)
+        with open(out + ".errors", "w") as f:
+            f.write("\n".join(streamed_nan(gpnat, gpflow, strategy)) + "\n")
     save(out, results)
 
 

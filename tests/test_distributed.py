@@ -95,6 +95,15 @@ def test_model_outside_the_scope_and_a_batch_that_does_not_divide_are_refused(mi
     assert "unchanged=True" in errors
 
 
+def test_mirrored_streamed_batch_with_nan_stops_by_name(mirrored_results):
+    """A Dataset batch with NaN in one replica's shard stops training with code 7 under the strategy too,
+    and the model is bitwise that of a run stopped one iteration earlier."""
+    _, errors = mirrored_results
+    assert "iteration 4: the minibatch contains NaN or inf" in errors
+    assert "streamed failures=[0, 0, 0, 7]" in errors
+    assert "stopped_as_3=True" in errors
+
+
 def test_multi_worker_strategy_with_two_processes_equals_one_device(mirrored_results, tmp_path):
     results, _ = mirrored_results
     procs = _start_workers(tmp_path, 2)
@@ -104,6 +113,9 @@ def test_multi_worker_strategy_with_two_processes_equals_one_device(mirrored_res
         workers = _load(out)
         for mode in MODES + ["dataset"]:
             _assert_same(workers[f"worker/{mode}"], results[f"single/{mode}"])
+        errors = Path(out + ".errors").read_text()  # a Dataset batch with NaN on one worker's shard
+        assert "iteration 4: the minibatch contains NaN or inf" in errors
+        assert "streamed failures=[0, 0, 0, 7]" in errors and "stopped_as_3=True" in errors
 
 
 def test_workers_agree_on_the_size_of_every_compiled_call(tmp_path):

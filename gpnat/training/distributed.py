@@ -112,18 +112,22 @@ def check_strategy(strategy: tf.distribute.Strategy, variables, rows: Optional[i
         )
 
 
-def loss_and_gradients(strategy: tf.distribute.Strategy, loss_fn, batch, variables):
+def loss_and_gradients(strategy: tf.distribute.Strategy, loss_fn, batch, variables, sharded: bool, data_ok=None):
     """The global batch's loss and gradients: each replica takes its shard, one all-reduce sums them.
 
     Called in cross-replica context (inside the compiled loop). ``batch`` is a
-    global batch (X, Y), sliced in-graph per replica, or per-replica values from
-    :func:`distributed_batches`. ``loss_fn(batch)`` is the model's training
-    loss; ``variables`` are mirrored. Returns the summed
-    loss and gradients (zeros where a variable does not affect the loss).
+    global batch (X, Y), sliced in-graph per replica, or with ``sharded`` each
+    replica's shard (from :func:`distributed_batches`; with one replica per
+    process, as under ``MultiWorkerMirroredStrategy``, a plain tensor once it has
+    passed through ``strategy.run``). ``loss_fn(batch)`` is the model's training
+    loss; ``variables`` are mirrored. ``data_ok``: None, or per-replica scalar
+    bools (was each replica's shard finite?), which the same all-reduce combines.
+    Returns the summed loss, the summed gradients (zeros where a variable does
+    not affect the loss) and whether every shard was finite (None without ``data_ok``).
     """
     replicas = strategy.num_replicas_in_sync
 
-    def replica_loss(X, Y, sliced: bool):
+    def replica_loss(X, Y, sliced: bool, ok):
         context = tf.distribute.get_replica_context()
         if sliced:  # a global batch: this replica's rows [r B/R, (r+1) B/R)
             rows = tf.shape(X)[0] // replicas
@@ -132,13 +136,14 @@ def loss_and_gradients(strategy: tf.distribute.Strategy, loss_fn, batch, variabl
         with tf.GradientTape() as tape:
             loss = loss_fn((X, Y)) / tf.cast(replicas, X.dtype)
         grads = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        return context.all_reduce(tf.distribute.ReduceOp.SUM, [loss] + list(grads))
+        bad = [] if ok is None else [tf.cast(tf.logical_not(ok), loss.dtype)]  # shards with NaN or inf
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, [loss] + list(grads) + bad)
 
-    X, Y = batch
-    sliced = not isinstance(X, tf.distribute.DistributedValues)  # else per-replica from distributed_batches
-    summed = strategy.run(replica_loss, args=(X, Y, sliced))
+    summed = strategy.run(replica_loss, args=(*batch, not sharded, data_ok))
     summed = [strategy.experimental_local_results(t)[0] for t in summed]
-    return summed[0], summed[1:]
+    if data_ok is None:
+        return summed[0], summed[1:], None
+    return summed[0], summed[1:-1], tf.equal(summed[-1], 0)
 
 
 def distributed_batches(strategy: tf.distribute.Strategy, batches: tf.data.Dataset):

@@ -240,7 +240,7 @@ def train(
     with scope():
         guard = Guard(policy, state)
     parts = Parts(model, qs, q_vars, adam_vars, natgrad, adam, adam_lr, guard, check_from_gamma, counter,
-                  takes_data, strategy)
+                  takes_data, strategy, sharded=strategy is not None and source is None)
     run_chunk, traced, release = _compiled_loop(parts, STEPS[mode], source, compile, jit_compile)
 
     history = History(mode=mode)
@@ -533,8 +533,8 @@ def _compiled_loop(parts: Parts, step, source, compile: bool, jit_compile: bool)
     guard = parts.guard
     limit = guard.policy.max_consecutive
     # arrays were checked for NaN and inf before training; a Dataset's batches are checked as they come
-    # (under a strategy a batch is a per-replica value, which the model's own check sees instead)
-    check_streamed = source is None and parts.strategy is None
+    # (under a strategy each replica checks its shard, and the gradients' all-reduce combines the flags)
+    check_streamed = source is None
 
     def chunk(n, iterator):
         def batch():
@@ -544,7 +544,9 @@ def _compiled_loop(parts: Parts, step, source, compile: bool, jit_compile: bool)
             return tf.logical_and(i < n, guard.consecutive < limit)
 
         def body(i, *buffers):
-            if check_streamed:
+            if check_streamed and parts.strategy is not None:
+                result = iteration(*parts.strategy.run(_finite_or_zeros, args=batch()))
+            elif check_streamed:
                 result = iteration(*_finite_or_zeros(*batch()))
             else:
                 result = iteration(*batch())

@@ -65,6 +65,8 @@ class Parts:
     counter: tf.Variable  #: iterations run (int64)
     takes_data: bool = True  #: False for a gpflow model that holds its data (``training_loss()``)
     strategy: Optional[tf.distribute.Strategy] = None  #: data-parallel replicas, or None
+    #: under ``strategy``: batches arrive as each replica's shard (a Dataset), not as global batches (arrays)
+    sharded: bool = False
 
     def loss(self, batch) -> tf.Tensor:
         """The model's training loss on the batch (on this device; see :func:`_loss`)."""
@@ -89,14 +91,15 @@ def _fail_unless(failure, ok, code):
     return tf.where(tf.logical_and(tf.equal(failure, 0), tf.logical_not(ok)), code, failure)
 
 
-def _loss_and_grads(p: Parts, batch, variables):
-    """The batch's loss and its gradients; under a strategy, summed over the replicas' shards."""
+def _loss_and_grads(p: Parts, batch, variables, data_ok=None):
+    """(loss, gradients, data_ok): the batch's loss and its gradients; under a strategy, summed over
+    the replicas' shards, and ``data_ok`` (per replica there) combined by the same all-reduce."""
     if p.strategy is not None:
-        return loss_and_gradients(p.strategy, p.loss, batch, variables)
+        return loss_and_gradients(p.strategy, p.loss, batch, variables, p.sharded, data_ok)
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(variables)
         loss = p.loss(batch)
-    return loss, tape.gradient(loss, variables)
+    return loss, tape.gradient(loss, variables), data_ok
 
 
 def _loss(p: Parts, batch) -> tf.Tensor:
@@ -112,7 +115,7 @@ def _begin(p: Parts, batch, variables, data_ok=None):
     is saved all the same (the batch is bad, not the state the last iteration
     left), so the rollback keeps the last iteration's updates.
     """
-    loss, grads = _loss_and_grads(p, batch, variables)
+    loss, grads, data_ok = _loss_and_grads(p, batch, variables, data_ok)
     failure = p.guard.acceptable(loss, grads)
     save = tf.equal(failure, 0)
     if data_ok is not None:
@@ -180,7 +183,7 @@ def alternating(p: Parts, X, Y, data_ok=None) -> StepResult:
     batch = (X, Y)
     loss, grads, failure = _begin(p, batch, p.q_vars, data_ok)
     failure, gamma, rejections = _natural(p, grads, failure)
-    loss_at, hyper_grads = _loss_and_grads(p, batch, p.adam_vars)
+    loss_at, hyper_grads, _ = _loss_and_grads(p, batch, p.adam_vars)
     if p.check_from_gamma is not None:  # 0 here: alternating mode checks every iteration
         fine = p.guard.proposal_acceptable(loss_at, loss, hyper_grads)
     else:
