@@ -39,7 +39,8 @@ batches, as a reference that shares no code with gpnat's optimizers: a gpflow
 ``SVGP``, ``gpflow.optimizers.NaturalGradient(γ)`` on ``(q_mu, q_sqrt)`` and
 then Adam on the other variables at each iteration (gpflow's documented
 recipe), against gpflow Adam-only training of every variable, for γ ∈
-``GPFLOW_GAMMAS`` at ``--iterations``. A run that gpflow stops with an error
+``GPFLOW_GAMMAS`` at ``--iterations`` ("default": the γ that ``train``'s
+default optimizer would use at each iteration, fed to gpflow's optimizer). A run that gpflow stops with an error
 keeps the state it had then. Its records carry their commit.
 
 Writes ``benchmarks/robustness.json`` (one record per run, resumable) and
@@ -95,8 +96,8 @@ LONG_BETA_GAMMAS = ("adam", "default")
 GAUSSIAN_SETS = ("yacht", "concrete", "kin8nm")
 #: its natural-gradient settings
 GAUSSIAN_GAMMAS = ("1.0", "0.5", "0.1", "warm-up")
-#: constant γ of the sixth matrix (gpflow's own hybrid)
-GPFLOW_GAMMAS = (0.1, 1.0)
+#: γ of the sixth matrix (gpflow's own hybrid): constants, and train's default schedule
+GPFLOW_GAMMAS = (0.1, 1.0, "default")
 
 
 # ----------------------------------------------------------------------------- problems
@@ -208,7 +209,8 @@ def run(problem, storage, coordinates, gamma, batch, iterations, mode="fused", c
 
 
 def gpflow_run(problem, gamma, batch, iterations):
-    """One run of gpflow's own training loop (the sixth matrix); ``gamma`` "adam" or a constant.
+    """One run of gpflow's own training loop (the sixth matrix); ``gamma`` "adam", a constant, or
+    "default" (γ_t of train's default optimizer for this model and batch, assigned each iteration).
 
     The model is :func:`build`'s as a gpflow ``SVGP`` (whitened, q(u) = prior); the
     batches are those of ``gpnat.train`` (same seed); Adam at train's default
@@ -233,10 +235,15 @@ def gpflow_run(problem, gamma, batch, iterations):
     else:
         gpflow.set_trainable(model.q_mu, False)
         gpflow.set_trainable(model.q_sqrt, False)
-        natgrad, variables = gpflow.optimizers.NaturalGradient(gamma), model.trainable_variables
+        schedule = gpnat.schedules.as_schedule(
+            gpnat.training.loop._DEFAULT.make(model, full_batch=batch == "full").gamma if gamma == "default"
+            else gamma)
+        step_size = tf.Variable(schedule(1), dtype=gpflow.default_float(), trainable=False)
+        natgrad, variables = gpflow.optimizers.NaturalGradient(step_size), model.trainable_variables
 
         @tf.function
         def step(t):
+            step_size.assign(schedule(t + 1))  # gpnat's schedules count steps from 1
             loss = model.training_loss_closure(batches.batch(t), compile=False)
             natgrad.minimize(loss, [(model.q_mu, model.q_sqrt)])
             adam.minimize(loss, variables)
@@ -267,6 +274,9 @@ def gpflow_report(gpflow_runs, results):
                      gamma=gamma, batch=batch, mode=mode, check_proposal=None)
         return results.get(key(name, probe))
 
+    def label(g):
+        return "default schedule" if g == "default" else f"γ = {g}"
+
     def fmt(r):
         if r is None:
             return ""
@@ -284,7 +294,8 @@ def gpflow_report(gpflow_runs, results):
              "matrix: fused (train's default mode) and alternating (gpflow's order of the two halves, with "
              "gpnat's recovery). Final full-data ELBO (rollbacks, or where gpflow raised).", "",
              "| problem | batch | gpflow Adam-only | gpnat Adam-only | " + " | ".join(
-                 f"γ = {g}: gpflow | γ = {g}: gpnat fused | γ = {g}: gpnat alternating" for g in GPFLOW_GAMMAS)
+                 f"{label(g)}: gpflow | {label(g)}: gpnat fused | {label(g)}: gpnat alternating"
+                 for g in GPFLOW_GAMMAS)
              + " |", "|---|---|---|---|" + "---|---|---|" * len(GPFLOW_GAMMAS)]
     tally = {}  # (who, gamma) -> [≥ own Adam-only, n, raised]
     worst_adam = 0.0
@@ -310,7 +321,7 @@ def gpflow_report(gpflow_runs, results):
         for g in GPFLOW_GAMMAS:
             if (who, g) in tally:
                 ge, n, raised = tally[(who, g)]
-                lines.append(f"| {who} | {g} | {ge} of {n} | {raised} |")
+                lines.append(f"| {who} | {label(g)} | {ge} of {n} | {raised} |")
     lines += ["", f"gpflow's and gpnat's Adam-only runs differ by at most {worst_adam:.2g} nats.", ""]
     return lines
 
