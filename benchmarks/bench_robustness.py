@@ -40,7 +40,9 @@ batches, as a reference that shares no code with gpnat's optimizers: a gpflow
 then Adam on the other variables at each iteration (gpflow's documented
 recipe), against gpflow Adam-only training of every variable, for γ ∈
 ``GPFLOW_GAMMAS`` at ``--iterations`` ("default": the γ that ``train``'s
-default optimizer would use at each iteration, fed to gpflow's optimizer). A run that gpflow stops with an error
+default optimizer would use at each iteration, fed to gpflow's optimizer),
+and Adam-only and the default schedule at ``--long-iterations`` on the
+problems of ``LONG``. A run that gpflow stops with an error
 keeps the state it had then. Its records carry their commit.
 
 Writes ``benchmarks/robustness.json`` (one record per run, resumable) and
@@ -98,6 +100,8 @@ GAUSSIAN_SETS = ("yacht", "concrete", "kin8nm")
 GAUSSIAN_GAMMAS = ("1.0", "0.5", "0.1", "warm-up")
 #: γ of the sixth matrix (gpflow's own hybrid): constants, and train's default schedule
 GPFLOW_GAMMAS = (0.1, 1.0, "default")
+#: the sixth matrix's settings at --long-iterations (problems in LONG)
+LONG_GPFLOW_GAMMAS = ("adam", "default")
 
 
 # ----------------------------------------------------------------------------- problems
@@ -260,13 +264,15 @@ def gpflow_run(problem, gamma, batch, iterations):
     return record
 
 
-def gpflow_report(gpflow_runs, results):
-    """The sixth matrix: Markdown lines."""
+def gpflow_report(gpflow_runs, results, lr_runs, iterations, adam_lr):
+    """The sixth matrix: Markdown lines. gpnat's counterparts come from the first matrix (``results``)
+    and, for the long runs, from the learning-rate sweep (``lr_runs``) at ``adam_lr``."""
     if not gpflow_runs:
         return []
-    cells = {}  # (name, batch) -> {gamma: record}
+    cells, long_cells = {}, {}  # (name, batch) -> {gamma: record}
     for k, r in gpflow_runs.items():
-        cells.setdefault((k.split("|")[0], r["batch"]), {})[r["gamma"]] = r
+        (cells if r["iterations"] == iterations else long_cells).setdefault(
+            (k.split("|")[0], r["batch"]), {})[r["gamma"]] = r
     codes = sorted({r["code"] for r in gpflow_runs.values()})
 
     def gpnat_run(name, gamma, batch, mode):
@@ -323,6 +329,22 @@ def gpflow_report(gpflow_runs, results):
                 ge, n, raised = tally[(who, g)]
                 lines.append(f"| {who} | {label(g)} | {ge} of {n} | {raised} |")
     lines += ["", f"gpflow's and gpnat's Adam-only runs differ by at most {worst_adam:.2g} nats.", ""]
+    if long_cells:
+        its = next(iter(next(iter(long_cells.values())).values()))["iterations"]
+        lines += [f"At {its} iterations (gpnat's runs from the learning-rate sweep, Adam at {adam_lr}):", "",
+                  "| problem | batch | gpflow Adam-only | gpnat Adam-only | default schedule: gpflow | "
+                  "default schedule: gpnat fused |", "|---|---|---|---|---|---|"]
+        ge = {"gpflow": 0, "gpnat": 0}
+        for (name, batch), runs in sorted(long_cells.items()):
+            ours = {g: lr_runs.get(lr_key(name, g, batch, adam_lr, its)) for g in ("adam", "default")}
+            theirs = {g: runs.get(g) for g in ("adam", "default")}
+            for who, pair in (("gpflow", theirs), ("gpnat", ours)):
+                if pair["adam"] and pair["default"]:
+                    ge[who] += pair["default"]["elbo"] >= pair["adam"]["elbo"] - 1e-6
+            lines.append(f"| {name} | {batch} | {fmt(theirs['adam'])} | {fmt(ours['adam'])} | "
+                         f"{fmt(theirs['default'])} | {fmt(ours['default'])} |")
+        lines += ["", f"Default schedule at least as high as its own Adam-only: gpflow {ge['gpflow']} of "
+                  f"{len(long_cells)}, gpnat {ge['gpnat']} of {len(long_cells)}.", ""]
     return lines
 
 
@@ -730,7 +752,7 @@ def report(results, info, iterations, lr_runs=None, gaussian_runs=None, beta_run
     lines += lr_report(lr_runs or {}, iterations)
     lines += gaussian_report(gaussian_runs or {})
     lines += beta_report(beta_runs or {}, info)
-    lines += gpflow_report(gpflow_runs or {}, results)
+    lines += gpflow_report(gpflow_runs or {}, results, lr_runs or {}, iterations, info.get("adam_lr"))
 
     lines += ["## Every run", "",
               "| problem | batch | storage | steps in | γ | mode | check | status | rollbacks (collapses) | "
@@ -817,11 +839,13 @@ def main(argv=None):
               lambda beta_2: dict(beta_2=beta_2), extra=dict(code=git_state()))
         for name in names:
             for batch in ("full", "minibatch"):
-                for gamma in ("adam",) + GPFLOW_GAMMAS:
-                    k = f"{name}|{gamma}|{batch}|{args.iterations}"
+                todo = [(g, args.iterations) for g in ("adam",) + GPFLOW_GAMMAS]
+                todo += [(g, args.long_iterations) for g in LONG_GPFLOW_GAMMAS if name in LONG]
+                for gamma, its in todo:
+                    k = f"{name}|{gamma}|{batch}|{its}"
                     if k in gpflow_runs:
                         continue
-                    gpflow_runs[k] = r = gpflow_run(probs[name], gamma, batch, args.iterations)
+                    gpflow_runs[k] = r = gpflow_run(probs[name], gamma, batch, its)
                     print(f"[gpflow] {k}: {r['status']} elbo {r['elbo']:.6g} ({r['seconds']:.1f} s)", flush=True)
                     save()
     report(results, info, args.iterations, lr_runs, gaussian_runs, beta_runs, gpflow_runs)
