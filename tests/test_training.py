@@ -64,12 +64,14 @@ def test_modes_improve_the_elbo_without_retracing(rng, kwargs, mode, evaluations
 
 
 def test_defaults_follow_the_likelihood_and_the_batch(rng):
-    """Fused wherever both optimizers train; γ = 1 from the start for a Gaussian likelihood on the full
-    data (exact in one step), a warm-up to γ = 0.1 for any other likelihood or for minibatches."""
+    """γ = 1 from the start for a Gaussian likelihood on the full data (exact in one step), and then
+    alternating mode (Adam's gradient at the exact optimum); a warm-up to γ = 0.1 for any other
+    likelihood or for minibatches, in fused mode."""
     model, data = _model(rng)
     history = gpnat.train(model, data, iterations=3, progress=False)
-    assert history.mode == "fused" and history.gamma == [1.0, 1.0, 1.0]
+    assert history.mode == "alternating" and history.gamma == [1.0, 1.0, 1.0]
     history = gpnat.train(model, data, iterations=3, batch_size=len(data[0]), progress=False)
+    assert history.mode == "alternating"
     assert history.gamma == [1.0, 1.0, 1.0]  # a batch of all N points is the full batch
     warm_up = [schedules.LogLinear(1e-3, 0.1, 20)(t) for t in (1, 2, 3)]
     for kwargs in (dict(batch_size=20), dict(data=tf.data.Dataset.from_tensor_slices(data).batch(20))):
@@ -479,6 +481,25 @@ def test_a_streamed_batch_with_nan_stops_training_by_name_in_its_last_good_state
     gpnat.train(twin, data, iterations=3, progress=False, **kwargs)
     for got, want in zip(model.trainable_variables, twin.trainable_variables):
         np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+@pytest.mark.parametrize("natgrad, batch_size, likelihood, mode", [
+    (gpnat.NaturalGradient(1.0), None, "gaussian", "alternating"),
+    (gpnat.NaturalGradient(0.5), None, "gaussian", "fused"),  # not exact in one step
+    (gpnat.NaturalGradient(1.0, coordinates=None), None, "gaussian", "fused"),  # steps in (m, L): not exact
+    (gpnat.NaturalGradient(schedules.LogLinear(0.1, 1.0, 5)), None, "gaussian", "fused"),  # not constant
+    (gpnat.NaturalGradient(1.0), 20, "gaussian", "fused"),  # minibatches: each step fits one batch
+    (gpnat.NaturalGradient(1.0), None, "student_t", "fused"),  # not conjugate
+], ids=["gamma-1", "gamma-0.5", "storage-coordinates", "schedule", "minibatch", "student-t"])
+def test_fused_none_alternates_only_after_an_exact_natural_step(rng, natgrad, batch_size, likelihood, mode):
+    """``fused=None`` alternates where each natural step lands on the optimal q(u): a constant γ = 1 in
+    natural coordinates, a Gaussian likelihood, the full data. ``fused=True`` is always fused."""
+    model, data = _model(rng, likelihood=gpflow.likelihoods.StudentT() if likelihood == "student_t" else None)
+    history = gpnat.train(model, data, iterations=2, natgrad=natgrad, batch_size=batch_size, progress=False)
+    assert history.mode == mode
+    history = gpnat.train(model, data, iterations=2, natgrad=natgrad, batch_size=batch_size, fused=True,
+                          progress=False)
+    assert history.mode == "fused"
 
 
 def test_adam_betas_are_adams(rng):
