@@ -865,7 +865,8 @@ def test_bad_steps_per_call(rng, value):
         (1.0, 20, dict(), 2),  # default: checked on minibatches at γ ≥ 0.5 ...
         (1.0, 20, dict(adam_lr=None), 2),  # ... in natural-only mode too
         (0.1, 20, dict(), 1),  # ... not at small γ
-        (1.0, None, dict(), 1),  # ... nor on the full batch
+        (1.0, None, dict(fused=True), 1),  # ... nor on the full batch
+        (1.0, None, dict(), 2),  # (where train's default alternates: an exact step, a Gaussian likelihood)
         (1.0, 20, dict(recovery=gpnat.Recovery(proposal_check_gamma=2.0)), 1),
         (0.1, 20, dict(recovery=gpnat.Recovery(check_proposal=True)), 2),
         (1.0, 20, dict(recovery=gpnat.Recovery(check_proposal=False)), 1),
