@@ -878,21 +878,26 @@ def main(argv=None):
 
         sweep("lr", lr_plan(names, args.iterations, args.long_iterations), lr_runs, lr_key,
               lambda lr: dict(adam_lr=lr, refit=True))
-        for name in GAUSSIAN_SETS:
-            if args.only and name not in args.only.split(","):
-                continue
-            for its in (args.iterations, args.long_iterations):
-                for gamma in ("adam",) + GAUSSIAN_GAMMAS:
-                    k = f"{name}|{gamma}|{its}"
-                    if k in gaussian_runs:
-                        continue
-                    try:
-                        gaussian_runs[k] = r = gaussian_run(name, gamma, its)
-                    except (datasets.DatasetNotFoundError, OSError) as err:
-                        print(f"{name} skipped: {err}", file=sys.stderr)
-                        break
-                    print(f"[gaussian] {k}: elbo {r['elbo']:.6g} ({r['seconds']:.1f} s)", flush=True)
-                    save()
+        def uci_sweep(label, sets, settings, runs, run_fn):
+            """Run a UCI sweep's missing runs (``run_fn(name, setting, its)``), saving after each; a set
+            that is not on disk is skipped."""
+            for name in sets:
+                if args.only and name not in args.only.split(","):
+                    continue
+                for its in (args.iterations, args.long_iterations):
+                    for setting in settings:
+                        k = f"{name}|{setting}|{its}"
+                        if k in runs:
+                            continue
+                        try:
+                            runs[k] = r = run_fn(name, setting, its)
+                        except (datasets.DatasetNotFoundError, OSError) as err:
+                            print(f"{name} skipped: {err}", file=sys.stderr)
+                            break
+                        print(f"[{label}] {k}: elbo {r['elbo']:.6g} ({r['seconds']:.1f} s)", flush=True)
+                        save()
+
+        uci_sweep("gaussian", GAUSSIAN_SETS, ("adam",) + GAUSSIAN_GAMMAS, gaussian_runs, gaussian_run)
         sweep("beta", beta_plan(names, args.iterations, args.long_iterations), beta_runs, beta_key,
               lambda beta_2: dict(beta_2=beta_2), extra=dict(code=git_state()))
         for name in names:
@@ -906,21 +911,8 @@ def main(argv=None):
                     gpflow_runs[k] = r = gpflow_run(probs[name], gamma, batch, its)
                     print(f"[gpflow] {k}: {r['status']} elbo {r['elbo']:.6g} ({r['seconds']:.1f} s)", flush=True)
                     save()
-        for name in GAUSSIAN_FULL_SETS:
-            if args.only and name not in args.only.split(","):
-                continue
-            for its in (args.iterations, args.long_iterations):
-                for mode in ("fused", "alternating"):
-                    k = f"{name}|{mode}|{its}"
-                    if k in gaussian_full_runs:
-                        continue
-                    try:
-                        gaussian_full_runs[k] = r = gaussian_full_run(name, mode, its)
-                    except (datasets.DatasetNotFoundError, OSError) as err:
-                        print(f"{name} skipped: {err}", file=sys.stderr)
-                        break
-                    print(f"[gaussian full] {k}: elbo {r['elbo']:.6g} ({r['seconds']:.1f} s)", flush=True)
-                    save()
+        uci_sweep("gaussian full", GAUSSIAN_FULL_SETS, ("fused", "alternating"), gaussian_full_runs,
+                  gaussian_full_run)
     report(results, info, args.iterations, lr_runs, gaussian_runs, beta_runs, gpflow_runs, gaussian_full_runs)
     print(f"wrote {HERE / 'ROBUSTNESS.md'}")
 

@@ -92,6 +92,7 @@ def _exact_step(model, natgrad: NaturalGradient, full_batch: bool) -> bool:
     return (full_batch and isinstance(getattr(model, "likelihood", None), gpflow.likelihoods.Gaussian)
             and isinstance(gamma, Constant) and gamma.gamma == 1.0 and isinstance(natgrad.coordinates, Natural))
 
+
 #: with ``steps_per_call="auto"``, a compiled call aims at this many seconds
 #: (the progress bar and a KeyboardInterrupt answer within about that long)
 SECONDS_PER_CALL = 0.25
