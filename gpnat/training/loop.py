@@ -83,9 +83,10 @@ def _exact_step(model, natgrad: NaturalGradient, full_batch: bool) -> bool:
     It does for a Gaussian likelihood on the full data with a constant γ = 1 in
     natural coordinates (train's default there), unless a kernel such as
     ``LinearCoregionalization`` mixes the latent GPs (then a step updates each
-    given the others, and only repeated steps converge). Then alternating mode's Adam
-    gradient, taken at the updated q(u), is the collapsed (SGPR) bound's, where
-    fused mode's is taken at the optimum for the previous hyperparameters; in
+    given the others, and only repeated steps converge). Where it does,
+    alternating mode's Adam gradient, taken at the updated q(u), is the
+    collapsed (SGPR) bound's, where fused mode's is taken at the optimum for
+    the previous hyperparameters; in
     ``benchmarks/ROBUSTNESS.md`` ("A Gaussian likelihood on the full data")
     alternating ended higher on all six UCI sets and was ahead at equal time
     on four, so ``fused=None`` alternates there.
@@ -166,8 +167,9 @@ def train(
         a Gaussian likelihood on the full data with a constant γ = 1 in
         natural coordinates (the default there) and latent GPs that a kernel
         does not mix, where each natural step lands on the optimal q(u) and
-        the second gradient is the collapsed bound's: alternating ended higher on all six UCI sets of
-        ROBUSTNESS.md and was ahead at equal time on four.
+        the second gradient is the collapsed bound's: alternating ended
+        higher on all six UCI sets of ROBUSTNESS.md and was ahead at equal
+        time on four.
     :param compile: run the iterations inside one ``tf.function`` (traced
         once), as a ``tf.while_loop`` of ``steps_per_call`` iterations per call.
     :param jit_compile: compile each iteration with XLA.
