@@ -3,10 +3,12 @@ every public function that takes one.
 
 Each returns the cleaned Python value or raises ``ValueError`` with a message
 that names the argument and shows what was given, before anything changes.
-``gpnat.schedules.check_gamma`` is the one for step sizes γ.
+``gpnat.schedules.check_gamma`` is the one for step sizes γ;
+:func:`check_targets` checks targets Y against the likelihood's support.
 """
 from numbers import Real
 
+import gpflow
 import numpy as np
 import tensorflow as tf
 
@@ -51,3 +53,57 @@ def check_fraction(value, what: str) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real) or not 0 <= value < 1:
         raise ValueError(f"{what} must be a number in [0, 1), got {value!r}")
     return float(value)
+
+
+
+def _not_labels(Y: np.ndarray, top: int) -> np.ndarray:
+    return (Y != np.round(Y)) | (Y < 0) | (Y > top)
+
+
+#: (gpflow likelihood class, the targets it takes, the entries of Y [float64] outside them):
+#: gpflow's likelihoods take any number without complaint, and one outside their support gives
+#: a wrong or infinite ELBO, not an error (labels 1..C for MultiClass, 1/2 for Bernoulli, a
+#: negative count)
+_SUPPORT = (
+    (gpflow.likelihoods.Bernoulli, "labels 1 (positive) and 0 or -1 (negative)",
+     lambda Y, lik: (Y != 1) & (Y != 0) & (Y != -1)),
+    (gpflow.likelihoods.MultiClass, "class labels 0, 1, ..., num_classes - 1 in one column",
+     lambda Y, lik: _not_labels(Y, lik.num_classes - 1)),
+    (gpflow.likelihoods.Softmax, "class labels 0, 1, ..., num_classes - 1 in one column",
+     lambda Y, lik: _not_labels(Y, lik.num_classes - 1)),
+    (gpflow.likelihoods.Ordinal, "ordinal labels 0, 1, ..., len(bin_edges)",
+     lambda Y, lik: _not_labels(Y, int(lik.bin_edges.shape[0]))),
+    (gpflow.likelihoods.Poisson, "counts (numbers ≥ 0)", lambda Y, lik: Y < 0),
+    (gpflow.likelihoods.Exponential, "numbers ≥ 0", lambda Y, lik: Y < 0),
+    (gpflow.likelihoods.Gamma, "numbers > 0", lambda Y, lik: Y <= 0),
+    (gpflow.likelihoods.Beta, "numbers in [0, 1]", lambda Y, lik: (Y < 0) | (Y > 1)),
+)
+_ONE_COLUMN = (gpflow.likelihoods.MultiClass, gpflow.likelihoods.Softmax)
+
+
+def check_targets(likelihood, Y) -> None:
+    """A ValueError naming the likelihood and the offending values if targets ``Y`` ``[N, P]`` lie
+    outside the support of a gpflow likelihood that has one (Bernoulli, MultiClass, Softmax,
+    Ordinal, Poisson, Exponential, Gamma, Beta); other likelihoods and symbolic tensors pass.
+
+    gpflow computes a number for any target: ``Bernoulli`` treats every label but 1 as
+    the negative class, ``MultiClass`` gives a label ≥ ``num_classes`` no class, ``Poisson``
+    an ELBO of −inf for a negative count. Training on such data would run, or fail with
+    no word on why.
+    """
+    if tf.is_tensor(Y) and not tf.executing_eagerly():
+        return
+    Y = np.asarray(Y, dtype=np.float64)
+    for kind, takes, outside in _SUPPORT:
+        if not isinstance(likelihood, kind) or not Y.size:
+            continue
+        name = type(likelihood).__name__
+        if kind in _ONE_COLUMN and Y.ndim == 2 and Y.shape[-1] != 1:
+            raise ValueError(f"Y does not fit the {name} likelihood: it takes {takes}, "
+                             f"Y has {Y.shape[-1]} columns (one-hot labels? pass their argmax)")
+        bad = outside(Y, likelihood)
+        if np.any(bad):
+            values = np.unique(Y[bad])
+            shown = ", ".join(f"{v:g}" for v in values[:5]) + (", ..." if values.size > 5 else "")
+            raise ValueError(f"Y does not fit the {name} likelihood: it takes {takes}, but "
+                             f"{int(np.sum(bad))} of Y's {Y.size} entries are not (values {shown})")

@@ -53,3 +53,47 @@ def test_fractions_are_accepted_as_floats(value):
 def test_bad_fractions_name_the_argument(value):
     with pytest.raises(ValueError, match=r"beta must be a number in \[0, 1\)"):
         check_fraction(value, "beta")
+
+
+def _likelihoods():
+    import gpflow
+
+    L = gpflow.likelihoods
+    return {
+        "bernoulli": (L.Bernoulli(), [[0.0], [1.0], [1.0]], [[1.0], [2.0], [1.0]], "values 2"),
+        "bernoulli ±1": (L.Bernoulli(), [[-1.0], [1.0]], [[-1.0], [0.5]], "values 0.5"),
+        "multiclass": (L.MultiClass(3), [[0.0], [2.0], [1.0]], [[1.0], [2.0], [3.0]], "values 3"),
+        "multiclass one-hot": (L.MultiClass(3), [[0.0], [2.0]], np.eye(3), "3 columns"),
+        "softmax": (L.Softmax(3), [[0.0], [2.0]], [[0.0], [1.5]], "values 1.5"),
+        "ordinal": (L.Ordinal(np.array([0.0, 1.0])), [[0.0], [2.0]], [[3.0], [-1.0]], "values -1, 3"),
+        "poisson": (L.Poisson(), [[0.0], [7.0], [2.5]], [[3.0], [-1.0]], "values -1"),
+        "exponential": (L.Exponential(), [[0.0], [0.3]], [[-0.3]], "values -0.3"),
+        "gamma": (L.Gamma(), [[0.1], [3.0]], [[0.0], [1.0]], "values 0"),
+        "beta": (L.Beta(), [[0.0], [0.5], [1.0]], [[1.5]], "values 1.5"),
+    }
+
+
+@pytest.mark.parametrize("name", list(_likelihoods()))
+def test_targets_outside_the_likelihoods_support_are_refused_by_name(name):
+    from gpnat.checks import check_targets
+
+    likelihood, good, bad, shown = _likelihoods()[name]
+    check_targets(likelihood, np.array(good))
+    with pytest.raises(ValueError, match=f"the {type(likelihood).__name__} likelihood.*{shown}"):
+        check_targets(likelihood, np.array(bad))
+
+
+def test_likelihoods_without_a_support_and_symbolic_targets_pass():
+    import gpflow
+
+    from gpnat.checks import check_targets
+
+    check_targets(gpflow.likelihoods.Gaussian(), np.array([[-1e9], [3.5]]))
+    check_targets(gpflow.likelihoods.StudentT(), np.array([[-2.0]]))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float64)])
+    def traced(Y):
+        check_targets(gpflow.likelihoods.Poisson(), Y)  # its values are not known here
+        return Y
+
+    assert traced(tf.constant([[-1.0]], tf.float64)).numpy()[0, 0] == -1.0

@@ -561,6 +561,50 @@ def test_bad_data_leaves_the_model_unchanged(rng, mangle, match):
         np.testing.assert_array_equal(v.numpy(), b)
 
 
+@pytest.mark.parametrize("likelihood, Y, match", [
+    (gpflow.likelihoods.MultiClass(3), lambda X: 1.0 + (X[:, :1] > 0) + (X[:, 1:] > 0), "MultiClass.*values 3"),
+    (gpflow.likelihoods.Bernoulli(), lambda X: 1.0 + (X[:, :1] > 0), "Bernoulli.*values 2"),
+    (gpflow.likelihoods.Poisson(), lambda X: np.round(X[:, :1]), "Poisson.*values -"),
+])
+@pytest.mark.parametrize("model_class", ["svgp", "gpflow-svgp", "vgp"])
+def test_targets_outside_the_likelihoods_support_are_refused_before_training(rng, likelihood, Y, match,
+                                                                             model_class):
+    """1-based class labels, labels 1/2, negative counts: gpflow computes a wrong or infinite ELBO for
+    them without complaint, so train (and VGP's constructor) refuse them by name."""
+    X = rng.normal(size=(30, 2))
+    data = (X, Y(X))
+    L = 3 if isinstance(likelihood, gpflow.likelihoods.MultiClass) else None
+    if model_class == "vgp":
+        with pytest.raises(ValueError, match=match):
+            gpnat.VGP(data, make_kernel(), likelihood, num_latent_gps=L)
+        return
+    build = gpnat.SVGP if model_class == "svgp" else gpflow.models.SVGP
+    model = build(make_kernel(), likelihood, X[:5].copy(), num_data=30, num_latent_gps=L or 1)
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    with pytest.raises(ValueError, match=match):
+        gpnat.train(model, data, iterations=3, progress=False)
+    for v, b in zip(model.trainable_variables, before):
+        np.testing.assert_array_equal(v.numpy(), b)
+    if model_class == "svgp":  # the model's own ELBO, evaluated eagerly, says the same
+        with pytest.raises(ValueError, match=match):
+            model.elbo(data)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"natgrad": None}, {"batch_size": 10}, {"fused": False}])
+def test_a_model_whose_elbo_is_not_finite_at_the_start_stops_at_once_unchanged(rng, kwargs):
+    """No step can mend a state whose loss is not finite: training stops at iteration 1 and says so
+    (it used to roll back every iteration and, for a short run, return as if it had trained)."""
+    model, data = _model(rng)
+    model.mean_function = gpflow.mean_functions.Constant(1e200)  # f's mean squared overflows
+    assert np.isneginf(model.elbo(data).numpy())
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    with pytest.raises(FloatingPointError, match="not finite at the state training starts from") as error:
+        gpnat.train(model, data, iterations=5, progress=False, **kwargs)
+    assert error.value.history.failure == [1]
+    for v, b in zip(model.trainable_variables, before):
+        np.testing.assert_array_equal(v.numpy(), b)
+
+
 def test_minibatches_need_num_data(rng):
     model, data = _model(rng, num_data=None)
     with pytest.raises(ValueError, match="num_data"):

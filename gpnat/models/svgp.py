@@ -29,7 +29,7 @@ from gpflow.models.util import inducingpoint_wrapper
 from gpflow.posteriors import IndependentPosteriorMultiOutput, IndependentPosteriorSingleOutput, get_posterior_class
 
 from .. import gaussian
-from ..checks import check_count
+from ..checks import check_count, check_targets
 from ..parametrisations import MeanCholesky, Parametrisation
 from ..variational import VariationalGaussian
 
@@ -158,6 +158,8 @@ class SVGP(GPModel, ExternalDataTrainingLossMixin):
                     f"X and Y must have the same number of rows, got {X.shape[0]} and {Y.shape[0]}"
                 )
         _check_data(X, Y)
+        if Y is not None and tf.executing_eagerly():
+            check_targets(self.likelihood, Y)
 
     @staticmethod
     def _as_default_float(*arrays):

@@ -23,6 +23,7 @@ from gpflow.models.training_mixins import InternalDataTrainingLossMixin
 from gpflow.utilities.model_utils import assert_params_false
 
 from .. import gaussian
+from ..checks import check_targets
 from ..parametrisations import MeanCholesky, Parametrisation, get_parametrisation
 from ..variational import VariationalGaussian
 from .svgp import _check_data
@@ -97,6 +98,7 @@ class VGP(GPModel, InternalDataTrainingLossMixin):
         parametrisation: Parametrisation = MeanCholesky(),
     ):
         X, Y = _checked_data(data)
+        check_targets(likelihood, Y)
         if isinstance(kernel, gpflow.kernels.MultioutputKernel):
             raise ValueError("VGP takes a single-output kernel (as gpflow's VGP); use gpnat.SVGP")
         parametrisation = get_parametrisation(parametrisation)

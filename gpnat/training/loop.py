@@ -23,7 +23,7 @@ import tensorflow_probability as tfp
 from gpflow.keras import tf_keras
 from tensorflow.python.framework import ops as tf_ops
 
-from ..checks import check_count, check_fraction, check_positive
+from ..checks import check_count, check_fraction, check_positive, check_targets
 from ..natgrad import NaturalGradient, NaturalGradientError
 from ..parametrisations import Natural
 from ..recovery import NO_RECOVERY, REASONS, Guard, Recovery
@@ -305,8 +305,10 @@ def train(
                 history.compile_time = end - start
             k, failure = len(records[0]), int(records[1][-1]) if len(records[0]) else 0
             done += k
-            if failure and int(guard.consecutive.numpy()) >= policy.max_consecutive:
-                error = _training_error(done, failure, recovery, policy, natgrad, qs, history)
+            # a loss that is not finite at the state training starts from: no step can mend it
+            broken = first and failure == 1 and not np.isfinite(history.elbo[-1])
+            if broken or (failure and int(guard.consecutive.numpy()) >= policy.max_consecutive):
+                error = _training_error(done, failure, recovery, policy, natgrad, qs, history, broken)
                 error.history = history
                 raise error
             if bar is not None:
@@ -537,8 +539,11 @@ def _batches(model, data, batch_size, seed, strategy=None):
 
 
 def _check_against_model(model, X: np.ndarray, Y: np.ndarray, own_data: bool = True) -> None:
-    """The model's own checks of the data (input dimension; with ``own_data``, VGP's own data),
-    run on the host before anything is traced, so a mismatch is a plain error that names it."""
+    """The model's own checks of the data (input dimension; with ``own_data``, VGP's own data) and
+    of Y against the likelihood's support (:func:`~gpnat.checks.check_targets`), run on the host
+    before anything is traced, so a mismatch is a plain error that names it."""
+    if Y.ndim == 2 and getattr(model, "likelihood", None) is not None:  # gpflow's models too, all rows
+        check_targets(model.likelihood, Y)
     check_inputs = getattr(model, "_check_inputs", None)  # gpnat.SVGP
     if check_inputs is not None:
         check_inputs(X[:1], Y[:1])
@@ -672,9 +677,17 @@ def _clear_bijector_caches(model) -> None:
                     cache.clear()
 
 
-def _training_error(it, reason, recovery, policy, natgrad, qs, history) -> Exception:
-    """The error raised when recovery is impossible (or disabled), naming what failed."""
+def _training_error(it, reason, recovery, policy, natgrad, qs, history, broken=False) -> Exception:
+    """The error raised when recovery is impossible (or disabled), naming what failed; ``broken``:
+    the loss is not finite at the state training started from."""
     what = REASONS[reason]
+    if broken:
+        return FloatingPointError(
+            f"iteration {it}: the ELBO is not finite at the state training starts from (ELBO estimate "
+            f"{history.elbo[-1]:.4g}), before any step, so no step size can mend it; the model is "
+            f"unchanged. Check the model's initial hyperparameters and mean function against the data "
+            f"(their scale, e.g. gpnat.SVGP.elbo((X, Y)) should be finite)."
+        )
     if recovery is None:
         tried = "recovery is off (recovery=None), so training stops at the first bad iteration"
     else:
