@@ -23,6 +23,10 @@ points), it times:
     ``gpnat.train`` with all its defaults (fused mode, on minibatches the
     warm-up schedule, Adam at 0.03, recovery): the default hybrid. The
     learning rate does not change the cost of an iteration.
+``gpnat-adam-xla``, ``gpnat-fused-xla`` (only with ``--configs``)
+    ``gpnat-adam`` and ``gpnat-fused`` with ``jit_compile=True``: each
+    iteration compiled by XLA. The report then adds their ratios to the same
+    runs without XLA, and the first call's time (tracing and compiling).
 
 Every gpnat row runs with all of ``train``'s defaults (recovery on,
 ``steps_per_call="auto"``, in-graph minibatches).
@@ -77,6 +81,8 @@ import gpnat  # noqa: E402
 GAMMA = 0.1
 ADAM_LR = 0.01
 CONFIGS = ["gpflow-adam", "gpflow-hybrid", "gpnat-adam", "gpnat-fused", "gpnat-default"]
+#: run only when --configs names them: gpnat-adam and gpnat-fused with jit_compile=True
+XLA_CONFIGS = ["gpnat-adam-xla", "gpnat-fused-xla"]
 #: (numerator, denominator, target): the targets of the speed issue, at M <= 1000 and B >= 256
 TARGETS = [
     ("gpnat-adam", "gpflow-adam", 1.0),
@@ -175,12 +181,14 @@ class GpnatTrain:
         self.recoveries = 0
         self.calls = []
         self.traces = []
+        self.first_calls = []  # seconds of each block's first call: one iteration, tracing and compiling
 
     def kwargs(self):
-        if self.name == "gpnat-adam":
-            return dict(natgrad=None, adam_lr=ADAM_LR)
-        if self.name == "gpnat-fused":
-            return dict(natgrad=gpnat.NaturalGradient(GAMMA), fused=True, adam_lr=ADAM_LR)
+        xla = dict(jit_compile=True) if self.name.endswith("-xla") else {}
+        if self.name.startswith("gpnat-adam"):
+            return dict(natgrad=None, adam_lr=ADAM_LR, **xla)
+        if self.name.startswith("gpnat-fused"):
+            return dict(natgrad=gpnat.NaturalGradient(GAMMA), fused=True, adam_lr=ADAM_LR, **xla)
         return {}  # gpnat-default
 
     def block(self, k: int) -> float:
@@ -188,6 +196,7 @@ class GpnatTrain:
                         **self.kwargs())
         self.recoveries += h.recoveries
         self.calls.append(h.calls)
+        self.first_calls.append(h.compile_time)
         self.traces.append(h.num_traces)
         return (h.time[-1] - h.time[0]) / k
 
@@ -245,6 +254,7 @@ def bench_cell(M, B, dtype, X, Y, configs, repeats, seconds, log):
             if isinstance(runners[name], GpnatTrain):
                 entry["calls"] = runners[name].calls
                 entry["traces"] = runners[name].traces
+                entry["first_call_s"] = statistics.median(runners[name].first_calls)
             cell["configs"][name] = entry
     line = ", ".join(f"{n} {c['median_ms']:.3g}" for n, c in cell["configs"].items() if "median_ms" in c)
     log(f"M={M} B={B} {dtype}: k={k}: {line} (ms)")
@@ -330,6 +340,36 @@ def accelerator():
 
 
 
+def xla_section(cells, ran):
+    """With XLA configurations run: each against the same run without XLA, and the first calls."""
+    pairs = [(x, x[: -len("-xla")]) for x in XLA_CONFIGS if x in ran and x[: -len("-xla")] in ran]
+    if not pairs:
+        return []
+    L = ["## XLA (`jit_compile=True`)", "",
+         "Per-iteration time with XLA over the same training without it (same cell, same rounds; in "
+         "brackets the per-repeat range), and the median time of a `train` call's first call (one "
+         "iteration: tracing, and with XLA compiling), in seconds.", "",
+         "| dtype | M | batch | " + " | ".join(f"{x} / {b}" for x, b in pairs) + " | "
+         + " | ".join(f"first call s: {b} → {x}" for x, b in pairs) + " |",
+         "|" + "---|" * (2 * len(pairs) + 3)]
+    faster = {x: [0, 0] for x, _ in pairs}
+    for c in (c for c in cells if not c.get("skipped")):
+        row = [c["dtype"], str(c["M"]), str(c["batch"])]
+        for x, b in pairs:
+            r, per_repeat = ratio(c, x, b), paired_ratios(c, x, b)
+            if r is not None:
+                faster[x][0] += r < 1
+                faster[x][1] += 1
+            spread = f" ({min(per_repeat):.2f}–{max(per_repeat):.2f})" if per_repeat else ""
+            row.append(fmt(r, ".2f") + spread)
+        for x, b in pairs:
+            first = [c["configs"].get(n, {}).get("first_call_s") for n in (b, x)]
+            row.append(" → ".join(fmt(f, ".2f") for f in first))
+        L.append("| " + " | ".join(row) + " |")
+    L += ["", "XLA faster: " + "; ".join(f"{x} in {n} of {m} cells" for x, (n, m) in faster.items()) + ".", ""]
+    return L
+
+
 def render(cells, scaling, meta):
     L = ["# Training-iteration benchmark: gpnat against bare gpflow loops", "",
          f"Written by `benchmarks/bench_training.py` ({meta['command']}); do not edit by hand. "
@@ -337,11 +377,12 @@ def render(cells, scaling, meta):
          "## Machine", ""]
     L += [f"- **{k}**: {v}" for k, v in meta.items() if k != "command"]
     L += ["", "## Milliseconds per iteration (median over repeats)", ""]
-    header = "| dtype | M | batch | " + " | ".join(CONFIGS) + " | iterations per block |"
-    L += [header, "|" + "---|" * (len(CONFIGS) + 4)]
+    ran = [n for n in CONFIGS + XLA_CONFIGS if any(n in c["configs"] for c in cells)] or CONFIGS
+    header = "| dtype | M | batch | " + " | ".join(ran) + " | iterations per block |"
+    L += [header, "|" + "---|" * (len(ran) + 4)]
     for c in cells:
         row = [c["dtype"], str(c["M"]), str(c["batch"])]
-        for name in CONFIGS:
+        for name in ran:
             e = c["configs"].get(name)
             if c.get("skipped"):
                 row.append("skipped")
@@ -374,11 +415,12 @@ def render(cells, scaling, meta):
     L += ["", "Met: " + "; ".join(f"{a} / {b} ≤ {t} in {met[i][0]} of {met[i][1]} cells "
                                   f"(of the others, {met[i][2]} met it in at least one repeat)"
                                   for i, (a, b, t) in enumerate(TARGETS)) + ".", ""]
+    L += xla_section(cells, ran)
     L += ["## Peak memory during a block (MiB above what was allocated before it)", "",
-          "| dtype | M | batch | " + " | ".join(CONFIGS) + " |", "|" + "---|" * (len(CONFIGS) + 3)]
+          "| dtype | M | batch | " + " | ".join(ran) + " |", "|" + "---|" * (len(ran) + 3)]
     for c in (c for c in cells if not c.get("skipped")):
         row = [c["dtype"], str(c["M"]), str(c["batch"])]
-        row += [fmt(c["configs"].get(n, {}).get("peak_mb"), ".1f") for n in CONFIGS]
+        row += [fmt(c["configs"].get(n, {}).get("peak_mb"), ".1f") for n in ran]
         L.append("| " + " | ".join(row) + " |")
     rec = [(c["dtype"], c["M"], c["batch"], n, e["recoveries"]) for c in cells for n, e in c["configs"].items()
            if e.get("recoveries")]
@@ -406,7 +448,8 @@ def main(argv=None):
     p.add_argument("--M", default="20,50,100,200,500,1000,2000", help="inducing points, comma-separated")
     p.add_argument("--batch", default="256,1000,10000", help="batch sizes, comma-separated")
     p.add_argument("--dtype", default="float64,float32", help="float64 and/or float32")
-    p.add_argument("--configs", default=",".join(CONFIGS), help="subset of " + ", ".join(CONFIGS))
+    p.add_argument("--configs", default=",".join(CONFIGS),
+                   help="subset of " + ", ".join(CONFIGS + XLA_CONFIGS) + " (default: all but the XLA ones)")
     p.add_argument("--num-data", type=int, default=20000, help="N of the timing problem (>= every batch)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seconds", type=float, default=1.5, help="target seconds per block (sets iterations)")
@@ -423,8 +466,8 @@ def main(argv=None):
         print(json.dumps(memory_child(int(args.memory_child), args.iterations)), flush=True)
         return 0
     configs = args.configs.split(",")
-    if not set(configs) <= set(CONFIGS):
-        p.error(f"unknown configurations {sorted(set(configs) - set(CONFIGS))}")
+    if not set(configs) <= set(CONFIGS + XLA_CONFIGS):
+        p.error(f"unknown configurations {sorted(set(configs) - set(CONFIGS + XLA_CONFIGS))}")
     Ms = [int(m) for m in args.M.split(",")]
     batches = [int(b) for b in args.batch.split(",")]
     if max(batches) > args.num_data:
