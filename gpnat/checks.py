@@ -56,29 +56,50 @@ def check_fraction(value, what: str) -> float:
 
 
 
-def _not_labels(Y: np.ndarray, top: int) -> np.ndarray:
-    return (Y != np.round(Y)) | (Y < 0) | (Y > top)
+
+def _not_labels(Y: tf.Tensor, top: int) -> tf.Tensor:
+    return (tf.not_equal(Y, tf.round(Y)) | tf.less(Y, 0.0)) | tf.greater(Y, float(top))
 
 
-#: (gpflow likelihood class, the targets it takes, the entries of Y [float64] outside them):
-#: gpflow's likelihoods take any number without complaint, and one outside their support gives
-#: a wrong or infinite ELBO, not an error (labels 1..C for MultiClass, 1/2 for Bernoulli, a
-#: negative count)
+#: (gpflow likelihood class, the targets it takes, the entries of Y outside them, in TensorFlow
+#: ops, so that streamed batches are checked in the graph): gpflow's likelihoods take any number
+#: without complaint, and one outside their support gives a wrong or infinite ELBO, not an error
+#: (labels 1..C for MultiClass, 1/2 for Bernoulli, a negative count)
 _SUPPORT = (
     (gpflow.likelihoods.Bernoulli, "labels 1 (positive) and 0 or -1 (negative)",
-     lambda Y, lik: (Y != 1) & (Y != 0) & (Y != -1)),
+     lambda Y, lik: tf.not_equal(Y, 1.0) & tf.not_equal(Y, 0.0) & tf.not_equal(Y, -1.0)),
     (gpflow.likelihoods.MultiClass, "class labels 0, 1, ..., num_classes - 1 in one column",
      lambda Y, lik: _not_labels(Y, lik.num_classes - 1)),
     (gpflow.likelihoods.Softmax, "class labels 0, 1, ..., num_classes - 1 in one column",
      lambda Y, lik: _not_labels(Y, lik.num_classes - 1)),
     (gpflow.likelihoods.Ordinal, "ordinal labels 0, 1, ..., len(bin_edges)",
      lambda Y, lik: _not_labels(Y, int(lik.bin_edges.shape[0]))),
-    (gpflow.likelihoods.Poisson, "counts (numbers ≥ 0)", lambda Y, lik: Y < 0),
-    (gpflow.likelihoods.Exponential, "numbers ≥ 0", lambda Y, lik: Y < 0),
-    (gpflow.likelihoods.Gamma, "numbers > 0", lambda Y, lik: Y <= 0),
-    (gpflow.likelihoods.Beta, "numbers in [0, 1]", lambda Y, lik: (Y < 0) | (Y > 1)),
+    (gpflow.likelihoods.Poisson, "counts (numbers ≥ 0)", lambda Y, lik: tf.less(Y, 0.0)),
+    (gpflow.likelihoods.Exponential, "numbers ≥ 0", lambda Y, lik: tf.less(Y, 0.0)),
+    (gpflow.likelihoods.Gamma, "numbers > 0", lambda Y, lik: tf.less_equal(Y, 0.0)),
+    (gpflow.likelihoods.Beta, "numbers in [0, 1]", lambda Y, lik: tf.less(Y, 0.0) | tf.greater(Y, 1.0)),
 )
 _ONE_COLUMN = (gpflow.likelihoods.MultiClass, gpflow.likelihoods.Softmax)
+
+
+def _rule(likelihood):
+    return next(((kind, takes, outside) for kind, takes, outside in _SUPPORT if isinstance(likelihood, kind)),
+                None)
+
+
+def support(likelihood) -> str:
+    """What targets ``likelihood`` takes, in words ("" where gpnat knows no restriction)."""
+    rule = _rule(likelihood)
+    return "" if rule is None else rule[1]
+
+
+def targets_fit(likelihood, Y: tf.Tensor) -> tf.Tensor:
+    """Scalar bool tensor: every entry of ``Y`` ``[B, P]`` lies in ``likelihood``'s support (True
+    where gpnat knows no restriction). In TensorFlow ops, for batches streamed in the graph."""
+    rule = _rule(likelihood)
+    if rule is None:
+        return tf.constant(True)
+    return tf.logical_not(tf.reduce_any(rule[2](tf.cast(Y, tf.float64), likelihood)))
 
 
 def check_targets(likelihood, Y) -> None:
@@ -91,19 +112,20 @@ def check_targets(likelihood, Y) -> None:
     an ELBO of −inf for a negative count. Training on such data would run, or fail with
     no word on why.
     """
-    if tf.is_tensor(Y) and not tf.executing_eagerly():
+    rule = _rule(likelihood)
+    if rule is None or (tf.is_tensor(Y) and not tf.executing_eagerly()):
         return
+    kind, takes, outside = rule
+    name = type(likelihood).__name__
     Y = np.asarray(Y, dtype=np.float64)
-    for kind, takes, outside in _SUPPORT:
-        if not isinstance(likelihood, kind) or not Y.size:
-            continue
-        name = type(likelihood).__name__
-        if kind in _ONE_COLUMN and Y.ndim == 2 and Y.shape[-1] != 1:
-            raise ValueError(f"Y does not fit the {name} likelihood: it takes {takes}, "
-                             f"Y has {Y.shape[-1]} columns (one-hot labels? pass their argmax)")
-        bad = outside(Y, likelihood)
-        if np.any(bad):
-            values = np.unique(Y[bad])
-            shown = ", ".join(f"{v:g}" for v in values[:5]) + (", ..." if values.size > 5 else "")
-            raise ValueError(f"Y does not fit the {name} likelihood: it takes {takes}, but "
-                             f"{int(np.sum(bad))} of Y's {Y.size} entries are not (values {shown})")
+    if kind in _ONE_COLUMN and Y.ndim == 2 and Y.shape[-1] != 1:
+        raise ValueError(f"Y does not fit the {name} likelihood: it takes {takes}, "
+                         f"Y has {Y.shape[-1]} columns (one-hot labels? pass their argmax)")
+    if not Y.size:
+        return
+    bad = outside(tf.constant(Y), likelihood).numpy()
+    if np.any(bad):
+        values = np.unique(Y[bad])
+        shown = ", ".join(f"{v:g}" for v in values[:5]) + (", ..." if values.size > 5 else "")
+        raise ValueError(f"Y does not fit the {name} likelihood: it takes {takes}, but "
+                         f"{int(np.sum(bad))} of Y's {Y.size} entries are not (values {shown})")

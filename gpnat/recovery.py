@@ -48,7 +48,7 @@ REASONS = {
     4: "the loss at the natural step's proposal is not finite or rose",
     5: "the Adam step left q(u) invalid (not a proper Gaussian)",
     6: "the gamma schedule gave a step size that is not a positive finite number",
-    7: "the minibatch from the tf.data.Dataset contains NaN or inf",
+    7: "the minibatch from the tf.data.Dataset contains NaN or inf, or a Y outside the likelihood's support",
 }
 
 #: failures that retrying cannot mend: training rolls back and stops at once

@@ -483,6 +483,26 @@ def test_a_streamed_batch_with_nan_stops_training_by_name_in_its_last_good_state
         np.testing.assert_array_equal(got.numpy(), want.numpy())
 
 
+@pytest.mark.parametrize("labels", ["float", "int"])
+def test_a_streamed_batch_outside_the_likelihoods_support_stops_training_by_name(labels):
+    """Class labels streamed from a tf.data.Dataset are checked in the graph, batch by batch: the
+    first batch with a label ≥ num_classes stops training (code 7) by name, as NaN does."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 2))
+    Y = (X[:, :1] > 0) + (X[:, 1:] > 0).astype(float)  # 0, 1, 2
+    Y[25, 0] = 3.0  # in the third batch of 10
+    model = gpnat.SVGP(make_kernel(), gpflow.likelihoods.MultiClass(3), X[:5].copy(), num_data=40,
+                       num_latent_gps=3)
+    twin = gpflow.utilities.deepcopy(model)
+    data = tf.data.Dataset.from_tensor_slices((X, Y.astype(np.int64) if labels == "int" else Y)).batch(10)
+    with pytest.raises(ValueError, match=r"iteration 3: the minibatch contains NaN or inf, or a Y outside the "
+                                         r"MultiClass likelihood's support \(class labels 0, 1, ..."):
+        gpnat.train(model, data, iterations=20, progress=False)
+    gpnat.train(twin, data.take(2), iterations=2, progress=False)
+    for got, want in zip(model.trainable_variables, twin.trainable_variables):
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
 @pytest.mark.parametrize("natgrad, batch_size, likelihood, mode", [
     (gpnat.NaturalGradient(1.0), None, "gaussian", "alternating"),
     (gpnat.NaturalGradient(0.5), None, "gaussian", "fused"),  # not exact in one step

@@ -23,7 +23,7 @@ import tensorflow_probability as tfp
 from gpflow.keras import tf_keras
 from tensorflow.python.framework import ops as tf_ops
 
-from ..checks import check_count, check_fraction, check_positive, check_targets
+from ..checks import check_count, check_fraction, check_positive, check_targets, support, targets_fit
 from ..natgrad import NaturalGradient, NaturalGradientError
 from ..parametrisations import Natural
 from ..recovery import NO_RECOVERY, REASONS, Guard, Recovery
@@ -308,7 +308,7 @@ def train(
             # a loss that is not finite at the state training starts from: no step can mend it
             broken = first and failure == 1 and not np.isfinite(history.elbo[-1])
             if broken or (failure and int(guard.consecutive.numpy()) >= policy.max_consecutive):
-                error = _training_error(done, failure, recovery, policy, natgrad, qs, history, broken)
+                error = _training_error(done, failure, recovery, policy, natgrad, qs, history, model, broken)
                 error.history = history
                 raise error
             if bar is not None:
@@ -566,9 +566,10 @@ def _compiled_loop(parts: Parts, step, source, compile: bool, jit_compile: bool)
         iteration = tf.function(iteration, jit_compile=True)
     guard = parts.guard
     limit = guard.policy.max_consecutive
-    # arrays were checked for NaN and inf before training; a Dataset's batches are checked as they come
+    # arrays were checked for NaN, inf and Y's support before training; a Dataset's batches as they come
     # (under a strategy each replica checks its shard, and the gradients' all-reduce combines the flags)
     check_streamed = source is None
+    checked_batch = partial(_checked_batch, getattr(parts.model, "likelihood", None))
 
     def chunk(n, iterator):
         def batch():
@@ -579,9 +580,9 @@ def _compiled_loop(parts: Parts, step, source, compile: bool, jit_compile: bool)
 
         def body(i, *buffers):
             if check_streamed and parts.strategy is not None:
-                result = iteration(*parts.strategy.run(_finite_or_zeros, args=batch()))
+                result = iteration(*parts.strategy.run(checked_batch, args=batch()))
             elif check_streamed:
-                result = iteration(*_finite_or_zeros(*batch()))
+                result = iteration(*checked_batch(*batch()))
             else:
                 result = iteration(*batch())
             return (i + 1,) + tuple(b.write(i, r) for b, r in zip(buffers, result))
@@ -617,12 +618,16 @@ def _compiled_loop(parts: Parts, step, source, compile: bool, jit_compile: bool)
     return run, traced, release
 
 
-def _finite_or_zeros(X, Y):
-    """(X, Y, finite?): a batch that holds NaN or inf is replaced by zeros, so that the iteration can
-    fail with code 7 (and stop training with a clear error) instead of an assertion inside the model."""
+def _checked_batch(likelihood, X, Y):
+    """(X, Y, fits?): a batch that holds NaN or inf, or targets outside the likelihood's support
+    (:func:`~gpnat.checks.targets_fit`), is replaced by zeros, so that the iteration can fail with
+    code 7 (and stop training with a clear error) instead of an assertion inside the model or a
+    wrong ELBO."""
     checks = [tf.reduce_all(tf.math.is_finite(t)) for t in (X, Y) if t.dtype.is_floating]
+    if likelihood is not None:
+        checks.append(targets_fit(likelihood, Y))
     ok = tf.reduce_all(tf.stack(checks)) if checks else tf.constant(True)
-    return tuple(tf.where(ok, t, tf.zeros_like(t)) if t.dtype.is_floating else t for t in (X, Y)) + (ok,)
+    return tuple(tf.where(ok, t, tf.zeros_like(t)) for t in (X, Y)) + (ok,)
 
 
 def _gradient_registry() -> dict:
@@ -677,7 +682,7 @@ def _clear_bijector_caches(model) -> None:
                     cache.clear()
 
 
-def _training_error(it, reason, recovery, policy, natgrad, qs, history, broken=False) -> Exception:
+def _training_error(it, reason, recovery, policy, natgrad, qs, history, model, broken=False) -> Exception:
     """The error raised when recovery is impossible (or disabled), naming what failed; ``broken``:
     the loss is not finite at the state training started from."""
     what = REASONS[reason]
@@ -706,9 +711,12 @@ def _training_error(it, reason, recovery, policy, natgrad, qs, history, broken=F
             f"a positive finite number; training stopped there and {state}."
         )
     if reason == 7:
+        likelihood = getattr(model, "likelihood", None)
+        takes = support(likelihood)
+        outside = f", or a Y outside the {type(likelihood).__name__} likelihood's support ({takes})" if takes else ""
         return ValueError(
-            f"iteration {it}: the minibatch contains NaN or inf (a tf.data.Dataset is checked batch by "
-            f"batch as it streams); training stopped there and {state}. Clean or filter the dataset."
+            f"iteration {it}: the minibatch contains NaN or inf{outside} (a tf.data.Dataset is checked "
+            f"batch by batch as it streams); training stopped there and {state}. Clean or filter the dataset."
         )
     if reason == 3:
         return NaturalGradientError(
