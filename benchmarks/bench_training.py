@@ -27,6 +27,8 @@ points), it times:
     ``gpnat-adam`` and ``gpnat-fused`` with ``jit_compile=True``: each
     iteration compiled by XLA. The report then adds their ratios to the same
     runs without XLA, and the first call's time (tracing and compiling).
+    TensorFlow never frees XLA's compilations, so with these each cell runs
+    in a fresh process (one process ran out of memory maps after 11 cells).
 
 Every gpnat row runs with all of ``train``'s defaults (recovery on,
 ``steps_per_call="auto"``, in-graph minibatches).
@@ -299,6 +301,19 @@ def memory_child(N: int, iterations: int) -> dict:
     return result
 
 
+def cell_child(M, B, dtype, args, log) -> dict:
+    """bench_cell in a fresh process (same arguments), for runs that compile with XLA."""
+    command = [sys.executable, __file__, "--cell-child", f"{M},{B},{dtype}", "--configs", args.configs,
+               "--num-data", str(args.num_data), "--repeats", str(args.repeats), "--seconds", str(args.seconds)]
+    out = subprocess.run(command, capture_output=True, text=True)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    if out.returncode or not lines:
+        log(f"M={M} B={B} {dtype}: the cell's process failed: {out.stderr[-300:]}")
+        return {"M": M, "batch": B, "dtype": dtype, "configs": {}, "error": out.stderr[-500:]}
+    log(next((ln for ln in out.stderr.splitlines() if ln.startswith(f"M={M} B={B}")), f"M={M} B={B} {dtype}"))
+    return json.loads(lines[-1])
+
+
 def _peak_rss_mb():
     """This process's peak resident memory (VmHWM; unlike ru_maxrss it does not carry over from the
     parent across exec)."""
@@ -460,6 +475,7 @@ def main(argv=None):
     p.add_argument("--output", default=str(HERE / "RESULTS.md"))
     p.add_argument("--json", default=str(HERE / "results.json"))
     p.add_argument("--memory-child", type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--cell-child", default=None, help=argparse.SUPPRESS)  # "M,B,dtype": one cell, as JSON
     args = p.parse_args(argv)
     tf.get_logger().setLevel("ERROR")
     if args.memory_child is not None:
@@ -468,6 +484,13 @@ def main(argv=None):
     configs = args.configs.split(",")
     if not set(configs) <= set(CONFIGS + XLA_CONFIGS):
         p.error(f"unknown configurations {sorted(set(configs) - set(CONFIGS + XLA_CONFIGS))}")
+    if args.cell_child is not None:
+        M, B, dtype = args.cell_child.split(",")
+        X, Y = make_data(args.num_data)
+        cell = bench_cell(int(M), int(B), dtype, X, Y, configs, args.repeats, args.seconds,
+                          lambda msg: print(msg, file=sys.stderr, flush=True))
+        print(json.dumps(cell), flush=True)
+        return 0
     Ms = [int(m) for m in args.M.split(",")]
     batches = [int(b) for b in args.batch.split(",")]
     if max(batches) > args.num_data:
@@ -487,7 +510,10 @@ def main(argv=None):
                     cells.append({"M": M, "batch": B, "dtype": dtype, "configs": {}, "skipped": True})
                     log(f"M={M} B={B} {dtype}: skipped (M^2 B > --max-work {args.max_work:g})")
                     continue
-                cells.append(bench_cell(M, B, dtype, X, Y, configs, args.repeats, args.seconds, log))
+                if set(configs) & set(XLA_CONFIGS):  # a fresh process per cell: XLA's compilations stay
+                    cells.append(cell_child(M, B, dtype, args, log))
+                else:
+                    cells.append(bench_cell(M, B, dtype, X, Y, configs, args.repeats, args.seconds, log))
     scaling = memory_scaling([int(float(n)) for n in args.memory_scaling.split(",") if n], args.iterations, log)
     meta = {
         **report_header("bench_training.py", argv),

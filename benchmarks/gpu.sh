@@ -2,13 +2,16 @@
 # The training-iteration benchmark on a GPU: benchmarks/bench_training.py on the
 # first GPU TensorFlow sees, M up to 5000, batch up to 1e5, float64 and float32,
 # bare gpflow loops interleaved in the same run, peak device memory, and memory
-# against N up to 1e7. One prepared script: about 20-40 minutes on one GPU.
+# against N up to 1e7. One prepared script: an estimate of 30-60 minutes on one
+# GPU (it has not run on one yet).
 #
 #   benchmarks/gpu.sh [OUTPUT_DIR] [full|quick]     (default: benchmarks/gpu full)
 #
-# "quick" fits a short lease (a few minutes): M in {100, 1000}, batch in
-# {1000, 10000}, float32 and float64, no memory-against-N runs; it still gives
-# every ratio and the ms per iteration at M = 1000, batch 1e4.
+# "full" also times gpnat-adam and gpnat-fused with XLA (jit_compile=True): on
+# a CPU XLA was slower at M >= 50 (benchmarks/XLA.md); whether a GPU differs is
+# what it measures. "quick" fits a short lease (a few minutes): M in {100, 1000},
+# batch in {1000, 10000}, float32 and float64, no memory-against-N runs, no XLA;
+# it still gives every ratio and the ms per iteration at M = 1000, batch 1e4.
 #
 # Writes OUTPUT_DIR/RESULTS.md, results.json and nvidia-smi.txt (the card), and
 # first CHOLESKY.md and cholesky.json (benchmarks/bench_cholesky.py: whether the
@@ -21,7 +24,8 @@ cd "$(dirname "$0")/.."
 OUT=${1:-benchmarks/gpu}
 SIZE=${2:-full}
 case "$SIZE" in
-    full) MATRIX=(--M 20,50,100,200,500,1000,2000,5000 --batch 256,1000,10000,100000 --memory-scaling 1e5,1e6,1e7) ;;
+    full) MATRIX=(--M 20,50,100,200,500,1000,2000,5000 --batch 256,1000,10000,100000 --memory-scaling 1e5,1e6,1e7
+                  --configs gpflow-adam,gpflow-hybrid,gpnat-adam,gpnat-fused,gpnat-default,gpnat-adam-xla,gpnat-fused-xla) ;;
     quick) MATRIX=(--M 100,1000 --batch 1000,10000) ;;
     *) echo "size must be full or quick, got $SIZE" >&2; exit 2 ;;
 esac

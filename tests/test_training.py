@@ -2,6 +2,7 @@
 
 import gc
 import re
+import warnings
 
 import gpflow
 import numpy as np
@@ -266,6 +267,40 @@ def test_xla_compiled_iteration(rng):
     history = gpnat.train(model, data, iterations=10, batch_size=20, jit_compile=True, progress=False)
     assert history.num_traces == 1
     assert history.elbo[-1] > history.elbo[0]
+
+
+@pytest.mark.parametrize("used, outcome", [(0.3, "trains"), (0.6, "warns"), (0.95, "refuses")])
+def test_xla_is_refused_before_its_compilations_would_crash_the_process(rng, monkeypatch, used, outcome):
+    """TensorFlow never frees XLA's compilations: train(jit_compile=True) warns from half the kernel's
+    limit on memory maps and refuses, the model unchanged, at 90 %; jit_compile=False is not affected."""
+    from gpnat.training import loop
+
+    limit = 65530
+    monkeypatch.setattr(loop, "_memory_maps", lambda: (int(used * limit), limit))
+    model, data = _model(rng)
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if outcome == "refuses":
+            with pytest.raises(RuntimeError, match=r"jit_compile=True refused: .* memory maps .*64170"):
+                gpnat.train(model, data, iterations=2, jit_compile=True, progress=False)
+            for v, b in zip(model.trainable_variables, before):
+                np.testing.assert_array_equal(v.numpy(), b)
+        else:
+            gpnat.train(model, data, iterations=2, jit_compile=True, progress=False)
+    resource = [w for w in caught if issubclass(w.category, ResourceWarning)]
+    assert len(resource) == (1 if outcome == "warns" else 0)
+    gpnat.train(model, data, iterations=2, progress=False)  # without XLA: no check, no warning
+
+
+def test_memory_maps_are_counted_on_linux():
+    from gpnat.training.loop import _memory_maps
+
+    maps = _memory_maps()
+    if maps is None:
+        pytest.skip("no /proc/self/maps here")
+    count, limit = maps
+    assert 0 < count < limit
 
 
 # ------------------------------------------------------------------ safe steps

@@ -172,7 +172,11 @@ def train(
         time on four.
     :param compile: run the iterations inside one ``tf.function`` (traced
         once), as a ``tf.while_loop`` of ``steps_per_call`` iterations per call.
-    :param jit_compile: compile each iteration with XLA.
+    :param jit_compile: compile each iteration with XLA. On a CPU it was slower
+        than without at M ≥ 50 in ``benchmarks/XLA.md``. TensorFlow never frees
+        XLA's compilations, so each call adds memory and memory maps for good;
+        ``train`` warns when half the kernel's limit on maps is used and refuses
+        (a RuntimeError, nothing changed) at 90 %, before the process would crash.
     :param callbacks: a callable or a sequence of callables, each called as
         ``callback(iteration, history)`` after each compiled call, with the last
         iteration run (every iteration when ``steps_per_call`` is 1, which
@@ -221,6 +225,8 @@ def train(
         return strategy.scope() if strategy is not None else nullcontext()
 
     _check_before_scope(model, recovery, strategy, seed, checkpoint_dir)
+    if compile and jit_compile:
+        _check_room_for_xla()
     callbacks = _checked_callbacks(callbacks)
     with scope():  # the default optimizer's variables are mirrored too
         iterations, natgrad, adam_lr, batch_size, fused, checkpoint_every, steps_per_call = _check_arguments(
@@ -550,6 +556,45 @@ def _check_against_model(model, X: np.ndarray, Y: np.ndarray, own_data: bool = T
     check_own = getattr(model, "_own_data", None)  # gpnat.VGP
     if own_data and check_own is not None:
         check_own((X, Y))
+
+
+#: the fractions of the kernel's limit on a process's memory maps (vm.max_map_count) at which
+#: ``train(jit_compile=True)`` warns and refuses. TensorFlow's XLA compilation cache has no eviction
+#: (tensorflow/tensorflow#64170): on a 2-core CPU each such call (an SVGP, M = 100, minibatch 256)
+#: left 435 maps and 36 MB behind for good, and at the limit (65,530 maps, some 150 calls) the
+#: process crashed in LLVM ("Cannot allocate memory", then a segmentation fault)
+XLA_WARN_AT, XLA_REFUSE_AT = 0.5, 0.9
+
+
+def _memory_maps() -> Optional[Tuple[int, int]]:
+    """(memory maps of this process, the kernel's limit) on Linux, else None."""
+    try:
+        with open("/proc/self/maps", "rb") as maps:
+            count = sum(1 for _ in maps)
+        limit = int(Path("/proc/sys/vm/max_map_count").read_text())
+    except (OSError, ValueError):
+        return None
+    return count, limit
+
+
+def _check_room_for_xla() -> None:
+    """Refuse ``jit_compile=True`` before anything changes when XLA's compilations, which TensorFlow
+    never frees, have nearly used up the process's memory maps (the next ones would crash it, and
+    the model with it); warn from half of them."""
+    maps = _memory_maps()
+    if maps is None:
+        return
+    count, limit = maps
+    advice = ("TensorFlow never frees XLA's compilations (tensorflow/tensorflow#64170), and each "
+              "train(jit_compile=True) call adds some; train in fewer, longer calls, with "
+              "jit_compile=False, or in a new process")
+    if count >= XLA_REFUSE_AT * limit:
+        raise RuntimeError(f"jit_compile=True refused: this process holds {count} memory maps of the "
+                           f"kernel's limit {limit} (vm.max_map_count), and more XLA compilations would "
+                           f"crash it. {advice}. Nothing was changed.")
+    if count >= XLA_WARN_AT * limit:
+        warnings.warn(f"this process holds {count} memory maps of the kernel's limit {limit}: {advice}.",
+                      ResourceWarning, stacklevel=3)
 
 
 def _compiled_loop(parts: Parts, step, source, compile: bool, jit_compile: bool):
