@@ -172,8 +172,9 @@ def train(
         time on four.
     :param compile: run the iterations inside one ``tf.function`` (traced
         once), as a ``tf.while_loop`` of ``steps_per_call`` iterations per call.
-    :param jit_compile: compile each iteration with XLA. On a CPU it was slower
-        than without at M ≥ 50 in ``benchmarks/XLA.md``. TensorFlow never frees
+    :param jit_compile: compile each iteration with XLA. On a CPU it was faster
+        only at small M against the batch (M = 20; M = 50 with batch 10⁴) in
+        ``benchmarks/XLA.md``, and slower elsewhere. TensorFlow never frees
         XLA's compilations, so each call adds memory and memory maps for good;
         ``train`` warns when half the kernel's limit on maps is used and refuses
         (a RuntimeError, nothing changed) at 90 %, before the process would crash.
@@ -561,8 +562,8 @@ def _check_against_model(model, X: np.ndarray, Y: np.ndarray, own_data: bool = T
 #: the fractions of the kernel's limit on a process's memory maps (vm.max_map_count) at which
 #: ``train(jit_compile=True)`` warns and refuses. TensorFlow's XLA compilation cache has no eviction
 #: (tensorflow/tensorflow#64170): on a 2-core CPU each such call (an SVGP, M = 100, minibatch 256)
-#: left 435 maps and 36 MB behind for good, and at the limit (65,530 maps, some 150 calls) the
-#: process crashed in LLVM ("Cannot allocate memory", then a segmentation fault)
+#: left 435 maps and 33 MB behind for good (benchmarks/XLA_MEMORY.md), and at the limit (65,530
+#: maps, some 150 calls) the process crashed in LLVM ("Cannot allocate memory", then a segfault)
 XLA_WARN_AT, XLA_REFUSE_AT = 0.5, 0.9
 
 
