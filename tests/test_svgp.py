@@ -185,3 +185,21 @@ def test_q_is_exposed_and_parametrisation_named(rng):
     q_mu, q_sqrt = model.q.mean_cholesky()
     assert q_mu.shape == (3, 2) and q_sqrt.shape == (2, 3, 3)
     assert all(any(v is w for w in model.trainable_variables) for v in model.q.xi)
+
+
+@pytest.mark.parametrize("model_class", ["svgp", "vgp"])
+def test_predict_log_density_checks_the_test_targets(rng, model_class):
+    """NaN in Y* and labels outside the likelihood's support are errors that name them, not NaN or
+    wrong densities; good test data give gpflow's numbers (compared in the model-equality tests)."""
+    X = rng.normal(size=(20, 2))
+    Y = (X[:, :1] > 0).astype(float) + (X[:, 1:] > 0)  # labels 0, 1, 2
+    likelihood = gpflow.likelihoods.MultiClass(3)
+    if model_class == "svgp":
+        model = gpnat.SVGP(make_kernel(), likelihood, X[:5].copy(), num_latent_gps=3)
+    else:
+        model = gpnat.VGP((X, Y), make_kernel(), likelihood, num_latent_gps=3)
+    assert np.all(np.isfinite(model.predict_log_density((X, Y)).numpy()))
+    with pytest.raises(ValueError, match="Y contains NaN or inf"):
+        model.predict_log_density((X, np.where(Y > 1, np.nan, Y)))
+    with pytest.raises(ValueError, match=r"MultiClass likelihood.*values 3"):
+        model.predict_log_density((X, Y + 1))

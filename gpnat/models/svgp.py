@@ -255,3 +255,11 @@ class SVGP(GPModel, ExternalDataTrainingLossMixin):
         self._check_inputs(Xnew)
         q_mu, q_sqrt = self.q.mean_cholesky()
         return self._conditional(Xnew, q_mu, q_sqrt, full_cov, full_output_cov, Lm=self._kuu_cholesky())
+
+    @inherit_check_shapes
+    def predict_log_density(self, data, full_cov: bool = False, full_output_cov: bool = False) -> tf.Tensor:
+        """log p(Y* | X*) per point ``[N]`` under q, as in gpflow, after checking the test data as
+        training data are checked (shapes, NaN and inf, Y against the likelihood's support)."""
+        X, Y = self._as_default_float(*data)
+        self._check_inputs(X, Y)
+        return super().predict_log_density((X, Y), full_cov=full_cov, full_output_cov=full_output_cov)

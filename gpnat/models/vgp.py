@@ -181,3 +181,13 @@ class VGP(GPModel, InternalDataTrainingLossMixin):
         q_mu, q_sqrt = self.q.mean_cholesky()
         mu, var = conditional(Xnew, X, self.kernel, q_mu, q_sqrt=q_sqrt, full_cov=full_cov, white=True)
         return mu + self.mean_function(Xnew), var
+
+    @inherit_check_shapes
+    def predict_log_density(self, data, full_cov: bool = False, full_output_cov: bool = False) -> tf.Tensor:
+        """log p(Y* | X*) per point ``[N]`` under q, as in gpflow, after checking that Y* is finite
+        and lies in the likelihood's support (X* is checked by :meth:`predict_f`)."""
+        Y = _as_float(data[1])
+        _check_data(data[0], Y)
+        if tf.executing_eagerly():
+            check_targets(self.likelihood, Y)
+        return super().predict_log_density((data[0], Y), full_cov=full_cov, full_output_cov=full_output_cov)
