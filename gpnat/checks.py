@@ -55,8 +55,6 @@ def check_fraction(value, what: str) -> float:
     return float(value)
 
 
-
-
 def _not_labels(Y: tf.Tensor, top: int) -> tf.Tensor:
     return (tf.not_equal(Y, tf.round(Y)) | tf.less(Y, 0.0)) | tf.greater(Y, float(top))
 
