@@ -174,6 +174,13 @@ class Guard(tf.Module):
         self.consecutive = tf.Variable(0, dtype=tf.int64, trainable=False, name="consecutive")
         self.total = tf.Variable(0, dtype=tf.int64, trainable=False, name="total")
 
+    @property
+    def counters(self) -> list:
+        """The policy's state besides the snapshot: γ's and Adam's factors, the reference loss, its
+        spread and the streak counters."""
+        return [self.scale, self.adam_scale, self.reference, self.has_reference, self.spread, self.has_spread,
+                self.streak, self.consecutive, self.total]
+
     # ------------------------------------------------------------- checks
     def acceptable(self, loss: tf.Tensor, grads) -> tf.Tensor:
         """Reason code (int32): 0 when loss and gradients are finite and the loss has not collapsed."""

@@ -15,7 +15,8 @@ Modes (chosen by the arguments; one step function each in :mod:`~gpnat.training.
 * natgrad-only (``adam_lr=None``): hyperparameters stay fixed.
 
 The package: ``loop`` (:func:`train`), ``steps`` (one function per mode),
-``batches`` (data), ``checkpoints``, ``history`` (:class:`History`),
+``batches`` (data), ``cache`` (the traced loop a model keeps for the next call),
+``checkpoints``, ``history`` (:class:`History`),
 ``distributed`` (data-parallel training on ``tf.distribute``, ``train(strategy=...)``).
 """
 from ..variational import variational_distributions

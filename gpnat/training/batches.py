@@ -120,15 +120,18 @@ class ArrayBatches:
         """Rows at positions ``start, …, start + size − 1`` of the order of ``epoch`` (int64 [size])."""
         return _compiled_positions(*self._constants, tf.cast(epoch, tf.int64), tf.cast(start, tf.int64), size)
 
-    def batch(self, step: tf.Tensor):
-        """(X, Y) of iteration ``step`` (0-based)."""
+    def batch(self, step: tf.Tensor, X: Optional[tf.Tensor] = None, Y: Optional[tf.Tensor] = None):
+        """(X, Y) of iteration ``step`` (0-based), of these arrays or, by default, of the ones given
+        at construction (other arrays must have the same number of rows)."""
+        X = self.X if X is None else X
+        Y = self.Y if Y is None else Y
         if self.batch_size is None or self.batch_size >= self.N:
-            return self.X, self.Y
+            return X, Y
         step = tf.cast(step, tf.int64)
         epoch = step // self.batches_per_epoch
         k = step % self.batches_per_epoch
         idx = self.positions(epoch, k * self.batch_size, self.batch_size)
-        return tf.gather(self.X, idx), tf.gather(self.Y, idx)
+        return tf.gather(X, idx), tf.gather(Y, idx)
 
 
 #: the error for a Dataset that yields no batch

@@ -26,15 +26,18 @@ class History:
       excluding callbacks and checkpoint writing. Iterations run many to one
       compiled call (``steps_per_call``), and the host sees only the call's
       end, so within a call the time is spread evenly over its iterations.
-      The first call runs one iteration and includes tracing and compiling,
-      which ``compile_time`` reports;
+      The first call runs one iteration and includes tracing and compiling
+      (none when the loop traced by an earlier call is reused), which
+      ``compile_time`` reports;
     * ``failure``: 0, or why the iteration was rolled back to the last good
       state (a code of :data:`gpnat.recovery.REASONS`);
     * ``scale``: the factor recovery puts on γ (or on Adam's learning rate in
       Adam-only training); below 1 after a recovery.
 
-    ``mode`` names the training mode, ``num_traces`` counts how often the
-    compiled loop was traced (1 means no retracing) and ``calls`` how many
+    ``mode`` names the training mode, ``num_traces`` counts how often this
+    ``train`` call traced the compiled loop (1 means no retracing; 0 that it
+    reused the loop an earlier call on the model traced with the same
+    configuration, :mod:`gpnat.training.cache`) and ``calls`` how many
     compiled calls ran the iterations.
     """
 

@@ -30,6 +30,7 @@ from ..recovery import NO_RECOVERY, REASONS, Guard, Recovery
 from ..schedules import Constant, LogLinear
 from ..variational import variational_distributions
 from .batches import NO_BATCHES, ArrayBatches, check_arrays, dataset_batches
+from .cache import Compiled, configuration, forget, keep, lookup
 from .checkpoints import latest_checkpoint, remove_unfinished_saves, restore, signature, write_checkpoint
 from .distributed import call_size_agreement, check_strategy, distributed_batches, worker_checkpoint_dir
 from .history import History
@@ -172,6 +173,10 @@ def train(
         time on four.
     :param compile: run the iterations inside one ``tf.function`` (traced
         once), as a ``tf.while_loop`` of ``steps_per_call`` iterations per call.
+        The model keeps the traced loop: a later call with the same
+        configuration (settings, data shape, the model's structure) reuses it
+        with its state reset, so it skips tracing (seconds) and gives what a
+        new loop would (:mod:`gpnat.training.cache`).
     :param jit_compile: compile each iteration with XLA. On a CPU it was faster
         only at small M against the batch (M = 20; M = 50 with batch 10⁴) in
         ``benchmarks/XLA.md``, and slower elsewhere. TensorFlow never frees
@@ -229,6 +234,7 @@ def train(
     if compile and jit_compile:
         _check_room_for_xla()
     callbacks = _checked_callbacks(callbacks)
+    default_natgrad = natgrad is _DEFAULT
     with scope():  # the default optimizer's variables are mirrored too
         iterations, natgrad, adam_lr, batch_size, fused, checkpoint_every, steps_per_call = _check_arguments(
             model, data, iterations, natgrad, adam_lr, batch_size, fused, callbacks, checkpoint_every, steps_per_call)
@@ -253,13 +259,7 @@ def train(
         rows = batch_size if batch_size is not None else (None if source is None else source.N)
         check_strategy(strategy, list(model.trainable_variables) + q_vars, rows, getattr(model, "num_data", None))
 
-    with scope():  # Adam's slots, the counter and recovery's snapshot are mirrored like the model
-        adam = None
-        if adam_lr is not None:
-            adam = tf_keras.optimizers.Adam(learning_rate=adam_lr, beta_1=adam_betas[0], beta_2=adam_betas[1])
-            adam.build(adam_vars)
-        counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_iteration")
-    mode = _mode_name(natgrad, adam, fused)
+    mode = _mode_name(natgrad, adam_lr, fused)
     policy = NO_RECOVERY if recovery is None else recovery
     if natgrad is None or policy.check_proposal is False:
         check_from_gamma = None
@@ -269,14 +269,41 @@ def train(
         check_from_gamma = None
     else:  # minibatches at large γ, where bench_robustness found it worth one more evaluation
         check_from_gamma = policy.proposal_check_gamma
-    state = list(model.trainable_variables) + (list(adam.variables) if adam is not None else [])
-    if natgrad is not None:
-        state.append(natgrad.iterations)
-    with scope():
-        guard = Guard(policy, state)
-    parts = Parts(model, qs, q_vars, adam_vars, natgrad, adam, adam_lr, guard, check_from_gamma, counter,
-                  takes_data, strategy, sharded=strategy is not None and source is None)
-    run_chunk, traced, release = _compiled_loop(parts, STEPS[mode], source, compile, jit_compile)
+
+    # a loop traced by an earlier call with this configuration is reused, its state reset (gpnat.training.cache)
+    key = entry = None
+    if compile and strategy is None:
+        rows = None if source is None else (source.N, source.X.shape[1:], source.Y.shape[1:])
+        key = configuration(model, natgrad, default_natgrad, mode=mode, adam_lr=adam_lr, adam_betas=adam_betas,
+                            batch_size=batch_size, seed=seed, rows=rows, jit_compile=jit_compile, policy=policy,
+                            check_from_gamma=check_from_gamma, takes_data=takes_data)
+        entry = lookup(model, key)
+    if entry is not None:
+        adam, counter, guard, parts = (entry.objects[k] for k in ("adam", "counter", "guard", "parts"))
+        natgrad = parts.natgrad  # the same object, or the default made by the call that traced the loop
+        run_chunk, traced, release = entry.run, entry.traced, entry.release
+    else:
+        forget(model)  # the old loop's graphs go before a new one is traced
+        with scope():  # Adam's slots, the counter and recovery's snapshot are mirrored like the model
+            adam = None
+            if adam_lr is not None:
+                adam = tf_keras.optimizers.Adam(learning_rate=adam_lr, beta_1=adam_betas[0], beta_2=adam_betas[1])
+                adam.build(adam_vars)
+            counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_iteration")
+        state = list(model.trainable_variables) + (list(adam.variables) if adam is not None else [])
+        if natgrad is not None:
+            state.append(natgrad.iterations)
+        with scope():
+            guard = Guard(policy, state)
+        parts = Parts(model, qs, q_vars, adam_vars, natgrad, adam, adam_lr, guard, check_from_gamma, counter,
+                      takes_data, strategy, sharded=strategy is not None and source is None)
+        run_chunk, traced, release = _compiled_loop(parts, STEPS[mode], source, compile, jit_compile)
+        if key is not None:
+            fresh = [*(adam.variables if adam is not None else ()), counter, *guard.counters,
+                     *(natgrad.variables if default_natgrad and natgrad is not None else ())]
+            keep(model, Compiled(key, run_chunk, traced, release,
+                                 dict(adam=adam, counter=counter, guard=guard, parts=parts), fresh))
+    traces = traced()
 
     history = History(mode=mode)
     checkpoint = None
@@ -305,7 +332,7 @@ def train(
             if checkpoint is not None:
                 n = min(n, checkpoint_every - done % checkpoint_every)
             start = clock.now()
-            records = [r.numpy() for r in run_chunk(n, iterator)]
+            records = [r.numpy() for r in run_chunk(n, iterator, source)]
             end = clock.now()
             history.extend(done + 1, *records, start=start, end=end)
             if first and compile:
@@ -330,7 +357,7 @@ def train(
     finally:
         if bar is not None:
             bar.close()
-        history.num_traces = traced()
+        history.num_traces = traced() - traces
         release()
     return history
 
@@ -599,13 +626,18 @@ def _check_room_for_xla() -> None:
 
 
 def _compiled_loop(parts: Parts, step, source, compile: bool, jit_compile: bool):
-    """``run(n, iterator) -> [loss, failure, gamma, rejections, scale]`` arrays of up to n iterations.
+    """``run(n, iterator, source) -> [loss, failure, gamma, rejections, scale]`` arrays of up to n iterations.
 
     The iterations run in one ``tf.while_loop`` (inside one ``tf.function``
     when ``compile``), each writing its :class:`~gpnat.training.steps.StepResult`
     into buffers that are read back once. The loop stops early when recovery
     has failed ``max_consecutive`` times in a row. Returns also a function
-    counting the traces.
+    counting the traces and one freeing what tracing left in TensorFlow's registries.
+
+    ``source`` fixes how arrays are batched (row count, batch size, seed);
+    the arrays themselves are arguments of each call, so that a later
+    ``train`` call can run the same loop on data of the same shape
+    (:mod:`gpnat.training.cache`).
     """
     iteration = partial(step, parts)
     if compile and jit_compile:  # XLA compiles each iteration; the loop around it stays a graph
@@ -617,9 +649,9 @@ def _compiled_loop(parts: Parts, step, source, compile: bool, jit_compile: bool)
     check_streamed = source is None
     checked_batch = partial(_checked_batch, getattr(parts.model, "likelihood", None))
 
-    def chunk(n, iterator):
+    def chunk(n, X, Y, iterator):
         def batch():
-            return source.batch(parts.counter) if source is not None else next(iterator)
+            return source.batch(parts.counter, X, Y) if source is not None else next(iterator)
 
         def go_on(i, *buffers):
             return tf.logical_and(i < n, guard.consecutive < limit)
@@ -640,10 +672,11 @@ def _compiled_loop(parts: Parts, step, source, compile: bool, jit_compile: bool)
     fn = tf.function(chunk, reduce_retracing=True) if compile else chunk
     registered = set()  # tf.custom_gradient's registry entries made by tracing fn
 
-    def run(n, iterator):
+    def run(n, iterator, data_source):
         before = _custom_gradients()
+        X, Y = (data_source.X, data_source.Y) if data_source is not None else (None, None)
         try:
-            return fn(tf.constant(n), iterator)
+            return fn(tf.constant(n), X, Y, iterator)
         except (tf.errors.OutOfRangeError, StopIteration) as error:  # a Dataset of unknown size, empty
             raise ValueError(NO_BATCHES) from error
         finally:

@@ -1,0 +1,163 @@
+"""gpnat.training.cache: a later train call reuses the traced loop, with the results of a fresh one."""
+import copy
+
+import gpflow
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import gpnat
+from gpnat import schedules
+from gpnat.training import cache
+
+from .conftest import make_kernel, regression_data
+
+N, M = 60, 6
+
+
+def _model(seed=0, likelihood=None):
+    X, Y = regression_data(np.random.default_rng(seed), N=N)
+    model = gpnat.SVGP(make_kernel(), likelihood or gpflow.likelihoods.Gaussian(0.3), X[:M].copy(), num_data=N)
+    return model, (X, Y)
+
+
+def _values(model):
+    return [v.numpy() for v in model.variables]
+
+
+def _same(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+
+
+def _same_records(a, b):
+    """Every per-iteration record of two Histories, bitwise (NaN γ of Adam-only training included)."""
+    for name in ("elbo", "gamma", "rejections", "failure", "scale"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+SETTINGS = {
+    "default, minibatch (fused)": dict(batch_size=20),
+    "default, full batch (alternating, γ = 1)": dict(),
+    "Adam only": dict(natgrad=None, batch_size=20),
+    "natural gradients only": dict(adam_lr=None, batch_size=20),
+    "XLA": dict(batch_size=20, jit_compile=True),
+}
+
+
+@pytest.mark.parametrize("settings", SETTINGS.values(), ids=SETTINGS.keys())
+def test_a_second_call_reuses_the_loop_with_a_fresh_calls_results(settings):
+    """Bitwise: the reused loop (state reset) against a loop traced anew for the same call."""
+    reused, data = _model()
+    first = gpnat.train(reused, data, iterations=15, progress=False, seed=1, **settings)
+    assert first.num_traces == 1
+    fresh = gpflow.utilities.deepcopy(reused)  # the same state, without the loop
+    h_reused = gpnat.train(reused, data, iterations=15, progress=False, seed=1, **settings)
+    h_fresh = gpnat.train(fresh, data, iterations=15, progress=False, seed=1, **settings)
+    assert h_reused.num_traces == 0 and h_fresh.num_traces == 1
+    _same_records(h_reused, h_fresh)
+    _same(_values(reused), _values(fresh))
+
+
+def test_recovery_state_does_not_leak_into_the_next_call():
+    """A call that rolled back and lowered γ leaves nothing behind: the next starts at scale 1."""
+    runs = []
+    for reuse in (True, False):
+        X, Y = regression_data(np.random.default_rng(2), N=N)
+        Y[::7] += 40.0  # gross outliers under a Student-t likelihood
+        model = gpnat.SVGP(make_kernel(), gpflow.likelihoods.StudentT(scale=0.1, df=3.0), X[:M].copy(), num_data=N)
+        natgrad = gpnat.NaturalGradient(schedules.LogLinear(0.05, 1.0, 20))
+        first = gpnat.train(model, (X, Y), iterations=40, batch_size=20, seed=3, progress=False, natgrad=natgrad)
+        assert first.recoveries > 0 and min(first.scale) < 1
+        if not reuse:
+            cache.forget(model)
+        second = gpnat.train(model, (X, Y), iterations=40, batch_size=20, seed=3, progress=False, natgrad=natgrad)
+        assert second.num_traces == (0 if reuse else 1)
+        runs.append((second, _values(model), natgrad.iterations.numpy()))
+    (h_a, values_a, steps_a), (h_b, values_b, steps_b) = runs
+    _same_records(h_a, h_b)
+    _same(values_a, values_b)
+    assert steps_a == steps_b > 60  # the user's optimizer kept its step count (accepted steps), as without reuse
+
+
+def test_new_data_of_the_same_shape_reuse_the_loop_and_are_trained_on():
+    model, (X, Y) = _model()
+    Y2 = Y + 1.0
+    gpnat.train(model, (X, Y), iterations=5, batch_size=20, progress=False)
+    twin = gpflow.utilities.deepcopy(model)
+    h = gpnat.train(model, (X, Y2), iterations=10, batch_size=20, progress=False)
+    h_twin = gpnat.train(twin, (X, Y2), iterations=10, batch_size=20, progress=False)
+    assert h.num_traces == 0
+    _same_records(h, h_twin)
+    _same(_values(model), _values(twin))
+
+
+def _set_trainable(model, data):
+    gpflow.set_trainable(model.kernel.lengthscales, False)
+
+
+def _num_data(model, data):
+    model.num_data = 2 * N
+
+
+def _likelihood(model, data):
+    model.likelihood = gpflow.likelihoods.StudentT()
+
+
+CHANGES = {
+    "batch size": (dict(batch_size=30), None),
+    "seed": (dict(seed=5), None),
+    "Adam's learning rate": (dict(adam_lr=0.01), None),
+    "another NaturalGradient": (dict(natgrad=gpnat.NaturalGradient(0.1)), None),
+    "Adam only": (dict(natgrad=None), None),
+    "recovery policy": (dict(recovery=gpnat.Recovery(patience=3)), None),
+    "a frozen parameter": ({}, _set_trainable),
+    "num_data": ({}, _num_data),
+    "the likelihood": ({}, _likelihood),
+}
+
+
+@pytest.mark.parametrize("change", CHANGES.values(), ids=CHANGES.keys())
+def test_a_changed_configuration_traces_anew(change):
+    """Whatever the trace baked in differs: a new loop, which replaces the old one."""
+    settings, edit = change
+    model, data = _model()
+    gpnat.train(model, data, iterations=2, batch_size=20, progress=False)
+    old = model._gpnat_compiled
+    if edit is not None:
+        edit(model, data)
+    h = gpnat.train(model, data, iterations=2, **{"batch_size": 20, "progress": False, **settings})
+    assert h.num_traces == 1
+    assert model._gpnat_compiled is not old
+
+
+def test_another_row_count_traces_anew():
+    model, (X, Y) = _model()
+    gpnat.train(model, (X, Y), iterations=3, batch_size=20, progress=False)
+    h = gpnat.train(model, (X[:40], Y[:40]), iterations=3, batch_size=20, progress=False)
+    assert h.num_traces == 1
+
+
+def test_the_kept_loop_is_not_part_of_the_model(tmp_path):
+    """Adam's and the guard's variables stay out of the model's and its checkpoints; copies start without a loop."""
+    model, data = _model()
+    before = [id(v) for v in model.variables]
+    saved_before = tf.train.list_variables(tf.train.Checkpoint(model=model).write(str(tmp_path / "before")))
+    gpnat.train(model, data, iterations=3, batch_size=20, progress=False)
+    assert isinstance(getattr(model, "_gpnat_compiled"), cache.Compiled)
+    assert [id(v) for v in model.variables] == before
+    saved_after = tf.train.list_variables(tf.train.Checkpoint(model=model).write(str(tmp_path / "after")))
+    assert [name for name, _ in saved_after] == [name for name, _ in saved_before]
+    copied = gpflow.utilities.deepcopy(model)
+    assert getattr(copied, "_gpnat_compiled", None) is None
+    _same(_values(copied), _values(model))
+    h = gpnat.train(copied, data, iterations=3, batch_size=20, progress=False)
+    assert h.num_traces == 1
+    assert copy.copy(model) is not None
+
+
+def test_nothing_is_kept_without_compiling():
+    model, data = _model()
+    gpnat.train(model, data, iterations=3, batch_size=20, progress=False, compile=False)
+    assert getattr(model, "_gpnat_compiled", None) is None
