@@ -2,8 +2,11 @@
 """What repeated ``gpnat.train`` calls leave behind, with and without XLA (``jit_compile``).
 
 TensorFlow's XLA compilation cache has no eviction (tensorflow/tensorflow#64170),
-and every ``train`` call traces (and with ``jit_compile=True`` compiles) its
-iteration anew. For each setting this script trains one SVGP (M = ``--M``,
+and every ``train`` call that traces its loop (with ``jit_compile=True``:
+compiles its iteration) adds to it. A later call with the same configuration
+reuses the model's traced loop (:mod:`gpnat.training.cache`); the rows
+"traced anew" drop it before each call (``cache.forget``), as a call with
+another configuration would. For each setting this script trains one SVGP (M = ``--M``,
 D = 8, Gaussian likelihood, minibatch ``--batch`` of N = 2000 synthetic
 points, Adam only) with ``--calls`` calls of 3 iterations each, in a fresh
 process, and records after each call the process's resident memory (VmRSS)
@@ -39,10 +42,11 @@ def resident_mb_and_maps():
     return int(rss.split()[1]) / 1024, count
 
 
-def child(jit: bool, calls: int, M: int, batch: int) -> dict:
+def child(jit: bool, anew: bool, calls: int, M: int, batch: int) -> dict:
     import gpflow
 
     import gpnat
+    from gpnat.training import cache
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(2000, 8))
@@ -51,9 +55,12 @@ def child(jit: bool, calls: int, M: int, batch: int) -> dict:
                        X[:M].copy(), num_data=2000)
     rows = []
     for _ in range(calls):
+        if anew:
+            cache.forget(model)
         gpnat.train(model, (X, Y), iterations=3, batch_size=batch, natgrad=None, jit_compile=jit, progress=False)
         rows.append(resident_mb_and_maps())
-    return {"jit_compile": jit, "rss_mb": [r[0] for r in rows], "maps": [r[1] for r in rows]}
+    return {"jit_compile": jit, "loop": "traced anew" if anew else "reused",
+            "rss_mb": [r[0] for r in rows], "maps": [r[1] for r in rows]}
 
 
 def slope(values):
@@ -69,14 +76,16 @@ def main(argv=None):
     p.add_argument("--output", default=str(HERE / "XLA_MEMORY.md"))
     p.add_argument("--json", default=str(HERE / "xla_memory.json"))
     p.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)  # 1: jit_compile=True
+    p.add_argument("--anew", type=int, default=0, help=argparse.SUPPRESS)  # 1: trace the loop at every call
     args = p.parse_args(argv)
     if args.child is not None:
-        print(json.dumps(child(bool(args.child), args.calls, args.M, args.batch)), flush=True)
+        print(json.dumps(child(bool(args.child), bool(args.anew), args.calls, args.M, args.batch)), flush=True)
         return 0
     limit = int(Path("/proc/sys/vm/max_map_count").read_text())
     runs = []
-    for jit in (0, 1):
-        out = subprocess.run([sys.executable, __file__, "--child", str(jit), "--calls", str(args.calls),
+    for jit, anew in ((0, 1), (0, 0), (1, 1), (1, 0)):
+        out = subprocess.run([sys.executable, __file__, "--child", str(jit), "--anew", str(anew),
+                              "--calls", str(args.calls),
                               "--M", str(args.M), "--batch", str(args.batch)], capture_output=True, text=True)
         lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
         if out.returncode or not lines:
@@ -90,13 +99,14 @@ def main(argv=None):
     L += [f"- **{k}**: {v}" for k, v in meta.items() if k != "command"]
     L += ["", f"SVGP, M = {args.M}, minibatch {args.batch}, Adam only, {args.calls} calls of 3 iterations, "
           "one fresh process per row.", "",
-          "| jit_compile | resident MB after call 1 | after the last | MB per call | maps after call 1 "
+          "| jit_compile | loop | resident MB after call 1 | after the last | MB per call | maps after call 1 "
           "| after the last | maps per call | calls to the map limit at that rate |",
-          "|---|---|---|---|---|---|---|---|"]
+          "|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         per_call = slope(r["maps"])
         to_limit = f"{(limit - r['maps'][-1]) / per_call + len(r['maps']):.0f}" if per_call > 1 else "none"
-        L.append(f"| {r['jit_compile']} | {r['rss_mb'][0]:.0f} | {r['rss_mb'][-1]:.0f} | {slope(r['rss_mb']):.1f} "
+        L.append(f"| {r['jit_compile']} | {r['loop']} | {r['rss_mb'][0]:.0f} | {r['rss_mb'][-1]:.0f} "
+                 f"| {slope(r['rss_mb']):.1f} "
                  f"| {r['maps'][0]} | {r['maps'][-1]} | {per_call:.0f} | {to_limit} |")
     text = "\n".join(L) + "\n"
     print(text)
