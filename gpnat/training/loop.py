@@ -180,7 +180,8 @@ def train(
     :param jit_compile: compile each iteration with XLA. On a CPU it was faster
         only at small M against the batch (M = 20; M = 50 with batch 10⁴) in
         ``benchmarks/XLA.md``, and slower elsewhere. TensorFlow never frees
-        XLA's compilations, so each call adds memory and memory maps for good;
+        XLA's compilations, so each call that traces (not one that reuses the
+        model's loop) adds memory and memory maps for good;
         ``train`` warns when half the kernel's limit on maps is used and refuses
         (a RuntimeError, nothing changed) at 90 %, before the process would crash.
     :param callbacks: a callable or a sequence of callables, each called as
@@ -726,10 +727,12 @@ def _forget_custom_gradients(keys) -> None:
     TFP use some, and so does :func:`gpnat.gaussian.cholesky`) registers a
     gradient function under a new op type, which TensorFlow never removes and
     whose closure holds the traced graph (tensorflow/tensorflow#87414). Each
-    ``train`` call traces its loop anew, so without this every call kept its
-    graphs alive (with the bijector caches below): 15 MB per call for an SVGP
-    with M = 50 on the full data. Once ``train`` returns nothing can
-    differentiate its graphs again, so their entries go.
+    ``train`` call with a new configuration traces its loop anew, so without
+    this every such call kept its graphs alive (with the bijector caches
+    below): 15 MB per call for an SVGP with M = 50 on the full data. Once
+    tracing is done nothing differentiates those graphs again (a reused loop
+    runs its traced gradients), so their entries go; the model keeps only its
+    latest loop (:mod:`gpnat.training.cache`).
     """
     registry = _gradient_registry()
     for key in keys:
