@@ -161,3 +161,18 @@ def test_nothing_is_kept_without_compiling():
     model, data = _model()
     gpnat.train(model, data, iterations=3, batch_size=20, progress=False, compile=False)
     assert getattr(model, "_gpnat_compiled", None) is None
+
+
+def test_a_layout_batches_given_arrays_and_holds_none():
+    """What a kept loop holds of the data: the batching alone (the arrays are arguments of each call)."""
+    from gpnat.training.batches import ArrayBatches
+
+    X, Y = regression_data(np.random.default_rng(0), N=N)
+    source = ArrayBatches(X, Y, 20, seed=4)
+    layout = source.layout()
+    assert layout.X is None and layout.Y is None and source.X is not None
+    for step in (0, 3, 7):
+        want = source.batch(tf.constant(step))
+        got = layout.batch(tf.constant(step), source.X, source.Y)
+        for w, g in zip(want, got):
+            np.testing.assert_array_equal(w.numpy(), g.numpy())

@@ -1,4 +1,5 @@
 """Training data: arrays checked and batched in-graph, or a ``tf.data.Dataset``."""
+import copy
 import math
 from typing import Optional, Tuple
 
@@ -116,13 +117,20 @@ class ArrayBatches:
         b = max(2, -(-self.N // a))  # ⌈N / a⌉: a·b ≥ N
         self._constants = (int(seed), a, b, self.N)
 
+    def layout(self) -> "ArrayBatches":
+        """The same batching (rows, batch size, seed, order) without the arrays, which
+        :meth:`batch` then takes as arguments: what a kept, traced loop holds."""
+        layout = copy.copy(self)
+        layout.X = layout.Y = None
+        return layout
+
     def positions(self, epoch: tf.Tensor, start: tf.Tensor, size: int) -> tf.Tensor:
         """Rows at positions ``start, …, start + size − 1`` of the order of ``epoch`` (int64 [size])."""
         return _compiled_positions(*self._constants, tf.cast(epoch, tf.int64), tf.cast(start, tf.int64), size)
 
     def batch(self, step: tf.Tensor, X: Optional[tf.Tensor] = None, Y: Optional[tf.Tensor] = None):
         """(X, Y) of iteration ``step`` (0-based), of these arrays or, by default, of the ones given
-        at construction (other arrays must have the same number of rows)."""
+        at construction (other arrays must have the same number of rows; a :meth:`layout` has none)."""
         X = self.X if X is None else X
         Y = self.Y if Y is None else Y
         if self.batch_size is None or self.batch_size >= self.N:

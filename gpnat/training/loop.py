@@ -589,9 +589,10 @@ def _check_against_model(model, X: np.ndarray, Y: np.ndarray, own_data: bool = T
 
 #: the fractions of the kernel's limit on a process's memory maps (vm.max_map_count) at which
 #: ``train(jit_compile=True)`` warns and refuses. TensorFlow's XLA compilation cache has no eviction
-#: (tensorflow/tensorflow#64170): on a 2-core CPU each such call (an SVGP, M = 100, minibatch 256)
-#: left 435 maps and 33 MB behind for good (benchmarks/XLA_MEMORY.md), and at the limit (65,530
-#: maps, some 150 calls) the process crashed in LLVM ("Cannot allocate memory", then a segfault)
+#: (tensorflow/tensorflow#64170): on a 2-core CPU each such call that traced its loop (an SVGP, M = 100,
+#: minibatch 256; a reused loop compiles nothing) left 435 maps and 33 MB behind for good
+#: (benchmarks/XLA_MEMORY.md), and at the limit (65,530 maps, some 150 calls) the process crashed in
+#: LLVM ("Cannot allocate memory", then a segfault)
 XLA_WARN_AT, XLA_REFUSE_AT = 0.5, 0.9
 
 
@@ -641,6 +642,7 @@ def _compiled_loop(parts: Parts, step, source, compile: bool, jit_compile: bool)
     (:mod:`gpnat.training.cache`).
     """
     iteration = partial(step, parts)
+    source = None if source is None else source.layout()  # the loop keeps no arrays: they are arguments
     if compile and jit_compile:  # XLA compiles each iteration; the loop around it stays a graph
         iteration = tf.function(iteration, jit_compile=True)
     guard = parts.guard
