@@ -32,7 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import gpflow  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from machine import git_state, report_header  # noqa: E402
+from machine import git_state, report_header, write_report  # noqa: E402
 
 import gpnat  # noqa: E402
 from gpnat.training import cache  # noqa: E402
@@ -111,9 +111,7 @@ def main(argv=None):
                  f"| {r[f'traced_{k}_s'] - r[f'reused_{k}_s']:.2f} s "
                  f"| {r[f'traced_{k}_traces']} / {r[f'reused_{k}_traces']} |")
     text = "\n".join(L) + "\n"
-    print(text)
-    Path(args.output).write_text(text)
-    Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    write_report(text, args.output, args.json, {"meta": meta, "rows": rows})
     return 0
 
 

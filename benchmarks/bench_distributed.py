@@ -71,7 +71,7 @@ if str(ROOT) not in sys.path:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402  (the children import TensorFlow themselves, after their device set-up)
-from machine import fmt, git_state, report_header  # noqa: E402
+from machine import fmt, git_state, report_header, write_report  # noqa: E402
 from problem import D, make_data  # noqa: E402
 
 RESULT = "RESULT "  # a child's last line: RESULT {json}
@@ -481,10 +481,7 @@ def main(argv=None):
         "wall_s": f"{time.perf_counter() - t0:.0f}",
     }
     text = render(replica_runs, workers, meta, cores)
-    print(text)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(text)
-    Path(args.json).write_text(json.dumps({"meta": meta, "replicas": replica_runs, "workers": workers}, indent=1))
+    write_report(text, args.output, args.json, {"meta": meta, "replicas": replica_runs, "workers": workers})
     log(f"wrote {Path(args.output).name} and {Path(args.json).name}")
     return 0
 

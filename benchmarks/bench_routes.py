@@ -29,7 +29,6 @@ Writes ``benchmarks/ROUTES.md`` and ``benchmarks/routes.json``.
 A benchmark, never a timed test. Run ``.venv/bin/python benchmarks/bench_routes.py``.
 """
 import argparse
-import json
 import os
 import sys
 import time
@@ -45,7 +44,7 @@ import gpflow  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from bench_triangular import timed  # noqa: E402
-from machine import git_state, report_header  # noqa: E402
+from machine import git_state, report_header, write_report  # noqa: E402
 from problem import D, make_data  # noqa: E402
 
 import gpnat  # noqa: E402
@@ -174,9 +173,7 @@ def main(argv=None):
         "wall_s": f"{time.perf_counter() - t0:.0f}",
     }
     text = render(rows, meta)
-    print(text)
-    Path(args.output).write_text(text)
-    Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    write_report(text, args.output, args.json, {"meta": meta, "rows": rows})
     return 0
 
 

@@ -75,7 +75,7 @@ import gpflow  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from gpflow.keras import tf_keras  # noqa: E402
-from machine import fmt, git_state, report_header  # noqa: E402
+from machine import fmt, git_state, report_header, write_report  # noqa: E402
 from problem import D, make_data  # noqa: E402
 
 import gpnat  # noqa: E402
@@ -530,10 +530,7 @@ def main(argv=None):
         "wall_s": f"{time.perf_counter() - t0:.0f}",
     }
     text = render(cells, scaling, meta)
-    print(text)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(text)
-    Path(args.json).write_text(json.dumps({"meta": meta, "cells": cells, "memory_scaling": scaling}, indent=1))
+    write_report(text, args.output, args.json, {"meta": meta, "cells": cells, "memory_scaling": scaling})
     log(f"wrote {Path(args.output).name} and {Path(args.json).name}")
     return 0
 

@@ -15,7 +15,6 @@ Writes ``benchmarks/TRIANGULAR.md`` and ``benchmarks/triangular.json``.
 A benchmark, never a timed test. Run ``.venv/bin/python benchmarks/bench_triangular.py``.
 """
 import argparse
-import json
 import math
 import os
 import statistics
@@ -31,7 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from machine import git_state, report_header  # noqa: E402
+from machine import git_state, report_header, write_report  # noqa: E402
 
 from gpnat import gaussian  # noqa: E402
 from gpnat.parametrisations import MeanCholesky, Natural  # noqa: E402
@@ -141,9 +140,7 @@ def sweep(script, argv, bench, render, constant, default_M, output, json_path):
         "wall_s": f"{time.perf_counter() - t0:.0f}",
     }
     text = render(rows, meta)
-    print(text)
-    Path(args.output).write_text(text)
-    Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    write_report(text, args.output, args.json, {"meta": meta, "rows": rows})
     return 0
 
 

@@ -32,7 +32,7 @@ if str(ROOT) not in sys.path:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-from machine import git_state, report_header  # noqa: E402
+from machine import git_state, report_header, write_report  # noqa: E402
 
 
 def resident_mb_and_maps():
@@ -109,9 +109,7 @@ def main(argv=None):
                  f"| {slope(r['rss_mb']):.1f} "
                  f"| {r['maps'][0]} | {r['maps'][-1]} | {per_call:.0f} | {to_limit} |")
     text = "\n".join(L) + "\n"
-    print(text)
-    Path(args.output).write_text(text)
-    Path(args.json).write_text(json.dumps({"meta": meta, "runs": runs}, indent=1))
+    write_report(text, args.output, args.json, {"meta": meta, "runs": runs})
     return 0
 
 

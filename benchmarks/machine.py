@@ -1,5 +1,6 @@
 """What every benchmark report records about where and on what code it ran (no TensorFlow import)."""
 import datetime
+import json
 import os
 import platform
 import subprocess
@@ -45,3 +46,11 @@ def report_header(script: str, argv=None) -> dict:
         "cores": f"{os.cpu_count()} logical (affinity {len(os.sched_getaffinity(0))})",
         "python": platform.python_version(),
     }
+
+
+def write_report(text: str, output, json_path, payload: dict) -> None:
+    """Print a report, then write it (Markdown) to ``output`` and its data (JSON) to ``json_path``."""
+    print(text)
+    for path, content in ((Path(output), text), (Path(json_path), json.dumps(payload, indent=1))):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
