@@ -176,3 +176,16 @@ def test_a_layout_batches_given_arrays_and_holds_none():
         got = layout.batch(tf.constant(step), source.X, source.Y)
         for w, g in zip(want, got):
             np.testing.assert_array_equal(w.numpy(), g.numpy())
+
+
+def test_the_key_holds_what_it_names_by_identity():
+    """Identities are only unique among live objects: the key keeps the objects it names alive, so a
+    module replaced after tracing cannot hand its id to the new one and pass for it."""
+    model, _ = _model(likelihood=gpflow.likelihoods.Bernoulli())
+    key = cache.configuration(model, None, False, mode="adam")
+    old = model.likelihood
+    assert any(o is old for o in key.objects)
+    model.likelihood = gpflow.likelihoods.Bernoulli()
+    del old
+    assert cache.configuration(model, None, False, mode="adam") != key
+    assert cache.configuration(model, None, False, mode="adam") == cache.configuration(model, None, False, mode="adam")

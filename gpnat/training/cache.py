@@ -18,47 +18,68 @@ or anything not a plain value reassigned, gives a new key: the loop is traced
 anew and replaces the old one, so a model holds at most one. ``train`` under
 a ``tf.distribute`` strategy, or with ``compile=False``, keeps nothing.
 """
-from typing import Any, Callable, Hashable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import gpflow
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["Compiled", "configuration", "forget", "keep", "lookup"]
+__all__ = ["Compiled", "Configuration", "configuration", "forget", "keep", "lookup"]
 
 _ATTRIBUTE = "_gpnat_compiled"
 _PLAIN = (bool, int, float, str, bytes, type(None))
 
 
-def _attributes(obj) -> Tuple:
-    """An object's attributes: plain values as they are, anything else by identity."""
-    items = sorted((k, v) for k, v in vars(obj).items() if k != _ATTRIBUTE) if hasattr(obj, "__dict__") else ()
-    return tuple((k, v if isinstance(v, _PLAIN) else ("id", id(v))) for k, v in items)
+class Configuration:
+    """A key of plain values and object identities, holding the objects it names.
+
+    Identities are compared, so the objects must outlive the key: a freed
+    object's ``id`` may be given to a new one, which would then pass for it.
+    """
+
+    def __init__(self):
+        self.objects: list = []  # held, so that no id in the key is reused while the key lives
+        self.value: Tuple = ()
+
+    def identity(self, obj) -> Tuple:
+        self.objects.append(obj)
+        return ("id", id(obj))
+
+    def attributes(self, obj) -> Tuple:
+        """An object's attributes: plain values as they are, anything else by identity."""
+        items = sorted(vars(obj).items()) if hasattr(obj, "__dict__") else ()
+        return tuple((k, v if isinstance(v, _PLAIN) else self.identity(v)) for k, v in items if k != _ATTRIBUTE)
+
+    def modules(self, module: Optional[tf.Module]) -> Tuple:
+        if module is None:
+            return ()
+        return tuple((self.identity(m), type(m).__qualname__, self.attributes(m))
+                     for m in (module, *module.submodules))
+
+    def variables(self, variables) -> Tuple:
+        return tuple((self.identity(v), bool(v.trainable)) for v in variables)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Configuration) and self.value == other.value
+
+    __hash__ = None  # compared, never hashed
 
 
-def _modules(module: Optional[tf.Module]) -> Tuple:
-    if module is None:
-        return ()
-    return tuple((id(m), type(m).__qualname__, _attributes(m)) for m in (module, *module.submodules))
-
-
-def _variables(variables) -> Tuple:
-    return tuple((id(v), bool(v.trainable)) for v in variables)
-
-
-def configuration(model, natgrad, default_natgrad: bool, **settings) -> Hashable:
+def configuration(model, natgrad, default_natgrad: bool, **settings) -> Configuration:
     """The key of a traced loop: the model's structure and plain state, the optimizer's and ``train``'s settings."""
+    key = Configuration()
     if natgrad is None:
         optimizer: Any = None
     elif default_natgrad:  # a new object each call: only its settings matter
         optimizer = ("default", repr(natgrad))
     else:  # the user's object, state and all
-        optimizer = (_modules(natgrad), _attributes(natgrad.gamma))
-    return (
-        type(model), _modules(model), _variables(model.variables), _variables(model.trainable_variables),
+        optimizer = (key.modules(natgrad), key.attributes(natgrad.gamma))
+    key.value = (
+        type(model), key.modules(model), key.variables(model.variables), key.variables(model.trainable_variables),
         optimizer, gpflow.default_float(), gpflow.default_int(), gpflow.default_jitter(),
         tuple(sorted(settings.items())),
     )
+    return key
 
 
 class Compiled:
@@ -74,7 +95,7 @@ class Compiled:
         optimizer's state); the guard's snapshot is then taken afresh.
     """
 
-    def __init__(self, key: Hashable, run: Callable, traced: Callable[[], int], release: Callable[[], None],
+    def __init__(self, key: Configuration, run: Callable, traced: Callable[[], int], release: Callable[[], None],
                  objects: dict, fresh: List[tf.Variable]):
         self.key, self.run, self.traced, self.release = key, run, traced, release
         self.objects = objects
@@ -94,7 +115,7 @@ class Compiled:
         return (type(None), ())
 
 
-def lookup(model, key: Hashable) -> Optional[Compiled]:
+def lookup(model, key: Configuration) -> Optional[Compiled]:
     """The loop traced for ``key`` on this model, its state reset, or None."""
     entry = getattr(model, _ATTRIBUTE, None)
     if not isinstance(entry, Compiled) or entry.key != key:
@@ -110,6 +131,6 @@ def keep(model, entry: Compiled) -> None:
 
 
 def forget(model) -> None:
-    """Drop the model's traced loop (a failed call does not leave one behind)."""
+    """Drop the model's traced loop and what it holds: the next ``train`` call traces anew."""
     if _ATTRIBUTE in vars(model):
         object.__delattr__(model, _ATTRIBUTE)
