@@ -64,6 +64,29 @@ def test_modes_improve_the_elbo_without_retracing(rng, kwargs, mode, evaluations
     assert len(calls) == 3 * evaluations
 
 
+class _SignFlippedMean(gpflow.mean_functions.MeanFunction):
+    """Python control flow on a tensor: inside a tf.function only AutoGraph can trace it."""
+
+    def __call__(self, X):
+        if tf.reduce_sum(X) > 0.0:
+            return tf.ones_like(X[:, :1])
+        return -tf.ones_like(X[:, :1])
+
+
+def test_a_model_whose_code_needs_autograph_trains_as_it_does_eagerly(rng):
+    """The loop is traced without AutoGraph; a model that needs it (here a mean function with a Python
+    ``if`` on a tensor) is traced again with it, and trains as it does eagerly."""
+    histories = []
+    for compile in (True, False):
+        model, data = _model(np.random.default_rng(3))
+        model.mean_function = _SignFlippedMean()
+        histories.append(gpnat.train(model, data, iterations=4, batch_size=20, progress=False, seed=1,
+                                     compile=compile))
+        assert np.all(np.isfinite(histories[-1].elbo))
+    np.testing.assert_allclose(histories[0].elbo, histories[1].elbo, rtol=1e-12)
+    assert histories[0].num_traces >= 1
+
+
 def test_defaults_follow_the_likelihood_and_the_batch(rng):
     """γ = 1 from the start for a Gaussian likelihood on the full data (exact in one step), and then
     alternating mode (Adam's gradient at the exact optimum); a warm-up to γ = 0.1 for any other
