@@ -1,6 +1,6 @@
 """What :func:`gpnat.train` keeps on a model between calls: its compiled loop.
 
-Tracing the loop costs seconds (2.4 to 4.3 s for an SVGP with M = 20 to 500 on
+Tracing the loop costs seconds (2.2 to 4.9 s for an SVGP with M = 20 to 500 on
 two CPU cores, ``benchmarks/CALLS.md``), more than 100 iterations at M = 100,
 and a notebook calls ``train`` again and again on one model. So the traced loop stays on the model, with the
 objects it captured (Adam, the iteration counter, the recovery guard, the

@@ -673,7 +673,7 @@ def _compiled_loop(parts: Parts, step, source, compile: bool, jit_compile: bool)
         return [b.stack() for b in buffers]
 
     # The loop's own control flow is explicit (tf.while_loop, tf.cond), so it is traced without AutoGraph,
-    # which cut a train call's tracing by 20-30 % (SVGP, M = 10). A model whose code needs AutoGraph
+    # whose conversion of every function called added to each trace. A model whose code needs AutoGraph
     # (Python control flow on tensors, e.g. in a user's kernel or mean function) is traced again with it.
     functions = [tf.function(chunk, reduce_retracing=True, autograph=False)] if compile else [chunk]
     registered = set()  # tf.custom_gradient's registry entries made by tracing
