@@ -35,7 +35,7 @@ def tiny_run(tmp_path_factory):
     env = dict(os.environ, GPNAT_REPRODUCE_SCALE="tiny", TF_CPP_MIN_LOG_LEVEL="2", MPLBACKEND="Agg")
     proc = subprocess.run(
         [sys.executable, "-m", "gpnat.experiments.cli", "reproduce", "--quick", "--out", str(out)],
-        env=env, capture_output=True, text=True, timeout=240,
+        env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out
