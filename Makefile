@@ -1,6 +1,7 @@
 # The two commands of the README: `make demo` and `make test` (ruff's lint, configured in ruff.toml,
 # then the tests, which also build the docs in tests/test_docs.py, spread over up to 4 processes by
-# pytest-xdist, one test file per process at a time, so a module's fixtures are computed once;
+# pytest-xdist, one test file per process at a time, so a module's fixtures are computed once, the
+# slowest files first (tests/conftest.py orders them);
 # `.venv/bin/python -m pytest tests` runs them in one); `make docs` builds the documentation.
 # Both create .venv with python3 if it is missing and install gpnat into it with the test extras
 # (which include scikit-learn, the `experiments` extra, for the data of the demo and the tests).
@@ -29,7 +30,7 @@ demo: $(STAMP)
 
 test: $(STAMP) $(DOCS_STAMP)
 	$(VENV)/bin/ruff check gpnat tests benchmarks examples
-	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadfile --durations=25 tests
+	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadfile --no-loadscope-reorder --durations=25 tests
 
 $(DOCS_STAMP): setup.py | $(PY)
 	$(PY) -m pip install --quiet -e '.[docs]'

@@ -6,8 +6,8 @@ Roles:
   once on one device and once under ``MirroredStrategy`` over both, and checks
   the bad-input errors that need two replicas;
 * ``--role worker``: one worker of a ``MultiWorkerMirroredStrategy`` (``TF_CONFIG``
-  set by the caller), training every mode (or one, with checkpoints and an
-  optional crash).
+  set by the caller), training every mode, a Dataset and a long run (or one
+  mode, with checkpoints and an optional crash).
 
 Results (ELBO traces and final variables) go to ``--out`` as an .npz file.
 """
@@ -25,6 +25,8 @@ MODES = {
     "recovery": dict(),  # γ = 1 stepped in the stored (m, L): some iterations are rolled back
 }
 N, M, B, ITERATIONS = 96, 6, 32, 25
+#: a fused run long enough that steps_per_call="auto" sizes calls from each worker's own clock
+LONG_ITERATIONS = 400
 
 
 def problem():
@@ -129,7 +131,7 @@ def streamed_nan(gpnat, gpflow, strategy):
     return lines + [f"stopped_as_3={same}"]
 
 
-def worker(out, modes, checkpoint_dir, crash_at, iterations, only_modes=False):
+def worker(out, modes, checkpoint_dir, crash_at, iterations):
     import gpflow
 
     import gpnat
@@ -147,8 +149,9 @@ def worker(out, modes, checkpoint_dir, crash_at, iterations, only_modes=False):
                     os._exit(3)  # killed mid-run: no clean-up, no checkpoint
             kwargs["callbacks"] = [crash]
         results[f"worker/{mode}"] = run(gpnat, gpflow, mode, strategy, iterations=iterations, **kwargs)
-    if not checkpoint_dir and not only_modes:
+    if not checkpoint_dir:
         results["worker/dataset"] = run(gpnat, gpflow, "fused", strategy, dataset=True)
+        results["worker/long"] = run(gpnat, gpflow, "fused", strategy, iterations=LONG_ITERATIONS)
         with open(out + ".errors", "w") as f:
             f.write("\n".join(streamed_nan(gpnat, gpflow, strategy)) + "\n")
     save(out, results)
@@ -162,10 +165,9 @@ if __name__ == "__main__":
     parser.add_argument("--checkpoint-dir", default=None)
     parser.add_argument("--crash-at", type=int, default=0)
     parser.add_argument("--iterations", type=int, default=ITERATIONS)
-    parser.add_argument("--auto", action="store_true", help="no dataset run (only the modes asked for)")
     args = parser.parse_args()
     if args.role == "mirrored":
         mirrored(args.out)
     else:
-        worker(args.out, args.modes.split(","), args.checkpoint_dir, args.crash_at, args.iterations, args.auto)
+        worker(args.out, args.modes.split(","), args.checkpoint_dir, args.crash_at, args.iterations)
     sys.exit(0)

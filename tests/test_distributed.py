@@ -104,26 +104,29 @@ def test_mirrored_streamed_batch_with_nan_stops_by_name(mirrored_results):
     assert "stopped_as_3=True" in errors
 
 
-def test_multi_worker_strategy_with_two_processes_equals_one_device(mirrored_results, tmp_path):
-    results, _ = mirrored_results
-    procs = _start_workers(tmp_path, 2)
+@pytest.fixture(scope="module")
+def multi_worker_results(tmp_path_factory):
+    """The results (and error lines) of both workers of one two-process run of every mode."""
+    procs = _start_workers(tmp_path_factory.mktemp("multi_worker"), 2)
     codes = _wait(procs)
     assert codes == [0, 0], [Path(p[1]).with_suffix(".log").read_text()[-2000:] for p in procs]
-    for _, out, _ in procs:
-        workers = _load(out)
+    return [(_load(out), Path(out + ".errors").read_text()) for _, out, _ in procs]
+
+
+def test_multi_worker_strategy_with_two_processes_equals_one_device(mirrored_results, multi_worker_results):
+    results, _ = mirrored_results
+    for workers, errors in multi_worker_results:
         for mode in MODES + ["dataset"]:
             _assert_same(workers[f"worker/{mode}"], results[f"single/{mode}"])
-        errors = Path(out + ".errors").read_text()  # a Dataset batch with NaN on one worker's shard
+        # a Dataset batch with NaN on one worker's shard
         assert "iteration 4: the minibatch contains NaN or inf" in errors
         assert "streamed failures=[0, 0, 0, 7]" in errors and "stopped_as_3=True" in errors
 
 
-def test_workers_agree_on_the_size_of_every_compiled_call(tmp_path):
+def test_workers_agree_on_the_size_of_every_compiled_call(multi_worker_results):
     """steps_per_call="auto" sizes calls from each process's clock; the workers must still run the same
-    calls (else their all-reduces never pair up and both wait forever)."""
-    procs = _start_workers(tmp_path, 2, ["--modes", "fused", "--iterations", "400", "--auto"])
-    assert _wait(procs, timeout=300) == [0, 0]
-    first, second = (_load(out)["worker/fused"] for _, out, _ in procs)
+    calls (else their all-reduces never pair up and both wait forever), here over 400 iterations."""
+    first, second = (workers["worker/long"] for workers, _ in multi_worker_results)
     for name in first:
         np.testing.assert_array_equal(first[name], second[name])
     assert len(first["elbo"]) == 400

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -99,6 +100,22 @@ def test_rerun_reads_cells_back_instead_of_recomputing(tiny_run, monkeypatch):
     assert {p: p.stat().st_mtime_ns for p in sorted((tiny_run / "cells").rglob("*.json"))} == before
     info = json.loads((tiny_run / "run_info.json").read_text())
     assert info["cells_computed"] == 0
+
+
+def test_the_reproducing_notebook_shows_the_tiny_run(tiny_run, tmp_path):
+    """notebooks/reproducing_salimbeni2018.ipynb at the reduced size runs `reproduce` at the tiny scale,
+    as the CLI run above did; pointed at a copy of that run's folder, it reads every cell back and
+    draws the report from them (tests/test_notebooks.py runs the other notebooks)."""
+    from .test_notebooks import REPRODUCING, executes_without_errors
+
+    out = tmp_path / "reproduce"
+    shutil.copytree(tiny_run, out)
+    cells = sorted((out / "cells").rglob("*.json"))
+    nb = executes_without_errors(REPRODUCING, env={"GPNAT_REPRODUCE_OUT": str(out)})
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["scale"] == "tiny" and info["cells_computed"] == 0 and info["cells_loaded"] == len(cells)
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "scale: tiny" in printed and "wrote results.md" in printed
 
 
 def test_ill_conditioning_natgrad_reaches_the_sgpr_optimum_and_adam_does_not(tiny_run):

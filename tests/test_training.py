@@ -233,9 +233,9 @@ def test_repeated_train_calls_keep_no_graphs_alive(rng, batch_size):
         gpnat.train(model, data, iterations=2, natgrad=natgrad, batch_size=batch_size, progress=False)
     graphs, custom = _alive_graphs(), loop._custom_gradients()
     positions = batches._compiled_positions.experimental_get_tracing_count()
-    for _ in range(2):
-        for natgrad in natgrads:
-            gpnat.train(model, data, iterations=2, natgrad=natgrad, batch_size=batch_size, progress=False)
+    for natgrad in natgrads:  # each call's configuration differs from the last: each traces anew
+        history = gpnat.train(model, data, iterations=2, natgrad=natgrad, batch_size=batch_size, progress=False)
+        assert history.num_traces == 1
     assert _alive_graphs() <= graphs
     assert loop._custom_gradients() <= custom
     assert batches._compiled_positions.experimental_get_tracing_count() == positions  # nothing new for XLA
@@ -285,35 +285,36 @@ def test_float32(rng):
         assert model.elbo(data).dtype == tf.float32
 
 
-def test_xla_compiled_iteration(rng):
-    model, data = _model(rng)
-    history = gpnat.train(model, data, iterations=10, batch_size=20, jit_compile=True, progress=False)
-    assert history.num_traces == 1
-    assert history.elbo[-1] > history.elbo[0]
-
-
-@pytest.mark.parametrize("used, outcome", [(0.3, "trains"), (0.6, "warns"), (0.95, "refuses")])
-def test_xla_is_refused_before_its_compilations_would_crash_the_process(rng, monkeypatch, used, outcome):
-    """TensorFlow never frees XLA's compilations: train(jit_compile=True) warns from half the kernel's
-    limit on memory maps and refuses, the model unchanged, at 90 %; jit_compile=False is not affected."""
+def test_xla_compiled_iteration_and_the_guard_before_its_compilations_would_crash_the_process(
+        rng, monkeypatch):
+    """jit_compile=True trains. TensorFlow never frees XLA's compilations: train(jit_compile=True) warns
+    from half the kernel's limit on memory maps and refuses, the model unchanged, at 90 %;
+    jit_compile=False is not affected. (One model throughout: its compiled loop is reused, so XLA
+    compiles once.)"""
     from gpnat.training import loop
 
     limit = 65530
-    monkeypatch.setattr(loop, "_memory_maps", lambda: (int(used * limit), limit))
     model, data = _model(rng)
-    before = [v.numpy().copy() for v in model.trainable_variables]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        if outcome == "refuses":
-            with pytest.raises(RuntimeError, match=r"jit_compile=True refused: .* memory maps .*64170"):
-                gpnat.train(model, data, iterations=2, jit_compile=True, progress=False)
-            for v, b in zip(model.trainable_variables, before):
-                np.testing.assert_array_equal(v.numpy(), b)
-        else:
-            gpnat.train(model, data, iterations=2, jit_compile=True, progress=False)
-    resource = [w for w in caught if issubclass(w.category, ResourceWarning)]
-    assert len(resource) == (1 if outcome == "warns" else 0)
-    gpnat.train(model, data, iterations=2, progress=False)  # without XLA: no check, no warning
+    start = model.elbo(data).numpy()
+    for used, outcome in [(0.3, "trains"), (0.6, "warns"), (0.95, "refuses")]:
+        monkeypatch.setattr(loop, "_memory_maps", lambda used=used: (int(used * limit), limit))
+        before = [v.numpy().copy() for v in model.trainable_variables]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if outcome == "refuses":
+                with pytest.raises(RuntimeError, match=r"jit_compile=True refused: .* memory maps .*64170"):
+                    gpnat.train(model, data, iterations=5, batch_size=20, jit_compile=True, progress=False)
+                for v, b in zip(model.trainable_variables, before):
+                    np.testing.assert_array_equal(v.numpy(), b)
+            else:
+                history = gpnat.train(model, data, iterations=5, batch_size=20, jit_compile=True, progress=False)
+                assert history.num_traces == (1 if outcome == "trains" else 0)
+        resource = [w for w in caught if issubclass(w.category, ResourceWarning)]
+        assert len(resource) == (1 if outcome == "warns" else 0)
+    assert model.elbo(data).numpy() > start
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        gpnat.train(model, data, iterations=2, progress=False)  # without XLA: no check, no warning
 
 
 def test_memory_maps_are_counted_on_linux():
@@ -921,10 +922,14 @@ def _chunked_run(rng_seed, steps_per_call, data_kind="arrays", **kwargs):
                                     dict(data_kind="dataset"), dict(jit_compile=True)],
                          ids=["alternating", "fused", "adam", "natgrad", "tf.data", "xla"])
 def test_results_do_not_depend_on_the_iterations_per_call(kwargs):
-    """One iteration per compiled call, 7 per call, and 'auto' (calls of growing size) agree to 1e-12."""
-    runs = [_chunked_run(5, spc, **kwargs) for spc in (1, 7, "auto")]
+    """One iteration per compiled call, 7 per call, and 'auto' (calls of growing size) agree to 1e-12
+    (under XLA, whose compilation of each new model takes seconds, 1 and 'auto' only)."""
+    sizes = (1, "auto") if kwargs.get("jit_compile") else (1, 7, "auto")
+    runs = [_chunked_run(5, spc, **kwargs) for spc in sizes]
     (reference_model, reference), others = runs[0], runs[1:]
-    assert reference.calls == 40 and runs[1][1].calls == 7 and runs[2][1].calls < 40
+    assert reference.calls == 40 and runs[-1][1].calls < 40
+    if 7 in sizes:
+        assert runs[1][1].calls == 7
     for model, history in others:
         assert history.num_traces == 1
         assert history.iteration == reference.iteration
