@@ -1,7 +1,9 @@
 """The experiments of gpnat.experiments and the `gpnat reproduce` command, at toy sizes.
 
-One `reproduce --tiny` run (a subprocess, ~40 s) is shared by most tests; the
-rest call the experiment functions directly on tiny problems.
+One `reproduce --tiny` run (a subprocess: 91 s alone on two slow cores, 140 s
+beside another test process) is shared by most tests, and by the reproduction
+notebook, which reads its cells back; the rest call the experiment functions
+directly on tiny problems.
 """
 import csv
 import dataclasses
