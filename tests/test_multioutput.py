@@ -13,8 +13,9 @@ Checked: the ELBO (full batch and minibatch) and ``predict_f`` equal gpflow's SV
 for the same q(u), for every parametrisation, whitened and not; for the independent
 cases one natural step with γ = 1 lands on the sum of the per-output SGPR bounds
 (the ELBO separates over independent latent GPs); for coregionalization (not
-separable) natural steps converge to the optimum that L-BFGS finds, and ``gpnat.train``
-improves the ELBO.
+separable) natural steps converge to the optimum that L-BFGS finds, a step is damped
+block Jacobi on the means (checked against the ELBO's quadratic form built here), so
+γ = 1 diverges where four latent GPs are strongly mixed, and ``gpnat.train`` improves the ELBO.
 """
 import gpflow
 import numpy as np
@@ -275,3 +276,85 @@ def test_coregionalization_train_increases_the_elbo(rng, case, batch_size, no_sh
     assert not np.allclose(kernel.W.numpy(), W0)  # Adam moved the mixing matrix too
     mean, var = model.predict_f(X[:5])
     assert mean.shape == (5, P) and np.all(np.isfinite(var)) and np.all(var.numpy() > 0)
+
+
+# ------------------------------------------- coregionalization: a step is damped block Jacobi
+L_MIX, P_MIX, NOISE_MIX = 4, 5, 0.01
+
+
+def _mixing_problem(rng):
+    """Four latent GPs that W mixes strongly (f = W g, W [5, 4]), shared Z, a small noise."""
+    X = rng.uniform(-2.0, 2.0, size=(N, D))
+    W = 0.2 * np.eye(P_MIX, L_MIX) + 0.8 * rng.uniform(0.5, 1.0, size=(P_MIX, L_MIX))
+    G = np.stack([np.sin((k + 1) * X[:, 0] + X[:, 1]) for k in range(L_MIX)], axis=1)
+    Y = G @ W.T + np.sqrt(NOISE_MIX) * rng.normal(size=(N, P_MIX))
+    kernel = kernels.LinearCoregionalization([_se(1.0, [1.0, 1.0]) for _ in range(L_MIX)], W=W)
+    inducing = iv.SharedIndependentInducingVariables(iv.InducingPoints(X[rng.choice(N, M, replace=False)].copy()))
+    return X, Y, kernel, inducing
+
+
+def _mean_system(kernel, Z, X, Y):
+    """A ``[LM, LM]`` and b ``[LM]``, built here from the model's definition: for whitened means v
+    (the columns of q_mu stacked), the ELBO is −½ vᵀAv + bᵀv + terms free of v, with
+    A = I + σ⁻² Σ_p (W_p· ⊗ a)(W_p· ⊗ a)ᵀ, a_l = chol(K_uu,l)⁻¹ k_l(Z, X)."""
+    W = kernel.W.numpy()
+    a = []
+    for k in kernel.kernels:
+        Lu = np.linalg.cholesky(k(Z).numpy() + gpflow.default_jitter() * np.eye(M))
+        a.append(np.linalg.solve(Lu, k(Z, X).numpy()))  # [M, N]
+    A, b = np.eye(L_MIX * M), np.zeros(L_MIX * M)
+    for i in range(L_MIX):
+        rows = slice(i * M, (i + 1) * M)
+        b[rows] = a[i] @ (Y @ W[:, i]) / NOISE_MIX
+        for j in range(L_MIX):
+            A[rows, j * M:(j + 1) * M] += (W[:, i] @ W[:, j]) / NOISE_MIX * a[i] @ a[j].T
+    return A, b
+
+
+def test_coregionalization_step_is_damped_block_jacobi_and_diverges_at_gamma_one(rng, no_shape_checks):
+    """With the covariances at their optimum (S_l = A_ll⁻¹), a natural step of any γ moves the means
+    by −γ D⁻¹(Av − b), D = blockdiag(A_ll): damped block Jacobi, which converges if and only if
+    γ < 2 / λ_max(D⁻¹A), and λ_max(D⁻¹A) ≤ L. Here λ_max > 2: steps of γ = 1 diverge, steps of
+    γ = 1/L raise the ELBO at every step."""
+    X, Y, kernel, inducing = _mixing_problem(rng)
+    model = gpnat.SVGP(kernel, gpflow.likelihoods.Gaussian(NOISE_MIX), inducing, num_latent_gps=L_MIX)
+    A, b = _mean_system(kernel, inducing.inducing_variable.Z.numpy(), X, Y)
+    block = [slice(i * M, (i + 1) * M) for i in range(L_MIX)]
+    blocks = [A[s, s] for s in block]
+    Dinv = np.zeros_like(A)
+    for s, A_ii in zip(block, blocks):
+        Dinv[s, s] = np.linalg.inv(A_ii)  # a test-only reference
+    v0 = rng.normal(size=(M, L_MIX))
+    sqrt0 = np.stack([np.linalg.cholesky(np.linalg.inv(A_ii)) for A_ii in blocks])
+
+    def vec(q_mu):
+        return q_mu.T.reshape(-1)
+
+    for gamma in (1.0, 1.0 / L_MIX):
+        model.q.assign_mean_cholesky(v0, sqrt0)
+        gpnat.NaturalGradient(gamma).minimize(model.training_loss_closure((X, Y), compile=False), model.q)
+        q_mu, q_sqrt = (t.numpy() for t in model.q.mean_cholesky())
+        expected = vec(v0) - gamma * Dinv @ (A @ vec(v0) - b)
+        np.testing.assert_allclose(vec(q_mu), expected, rtol=1e-10, atol=1e-12 * np.abs(expected).max())
+        np.testing.assert_allclose(q_sqrt @ np.swapaxes(q_sqrt, 1, 2), sqrt0 @ np.swapaxes(sqrt0, 1, 2),
+                                   rtol=1e-10, atol=1e-14)
+
+    mu = np.linalg.eigvals(Dinv @ A).real  # = the eigenvalues of D^-1/2 A D^-1/2: real and positive
+    assert mu.min() > 0 and mu.max() <= L_MIX * (1 + 1e-10)
+    assert mu.max() > 2.0  # so γ = 1 diverges ...
+    assert np.abs(1.0 - mu / L_MIX).max() < 1.0  # ... and γ = 1/L converges
+
+    def elbos(gamma, steps):
+        model.q.assign_mean_cholesky(v0, sqrt0)
+        opt = gpnat.NaturalGradient(gamma)
+        loss = model.training_loss_closure((X, Y), compile=False)
+        out = [float(model.elbo((X, Y)))]
+        for _ in range(steps):
+            opt.minimize(loss, model.q)
+            out.append(float(model.elbo((X, Y))))
+        return np.array(out)
+
+    diverging = elbos(1.0, 10)
+    assert diverging[-1] < diverging[0] - 1e3
+    converging = elbos(1.0 / L_MIX, 10)
+    assert np.all(np.diff(converging) > 0)
