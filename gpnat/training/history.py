@@ -30,7 +30,10 @@ class History:
       (none when the loop traced by an earlier call is reused), which
       ``compile_time`` reports;
     * ``failure``: 0, or why the iteration was rolled back to the last good
-      state (a code of :data:`gpnat.recovery.REASONS`);
+      state (a code of :data:`gpnat.recovery.REASONS`). An iteration's
+      updates are checked when the next one begins; the last iteration's by
+      the same check at the end of the run, which rolls it back, with its
+      reason here, if it fails;
     * ``scale``: the factor recovery puts on γ (or on Adam's learning rate in
       Adam-only training); below 1 after a recovery.
 
@@ -82,6 +85,12 @@ class History:
         self.scale.extend(np.asarray(scale, dtype=float).tolist())
         self.time.extend((start + (end - start) * np.arange(1, k + 1) / k).tolist())
         self.calls += 1
+
+    def roll_back_last(self, failure: int) -> None:
+        """Record that the last iteration's updates were rolled back, for reason ``failure``."""
+        self.failure[-1] = int(failure)
+        if not math.isnan(self.gamma[-1]):
+            self.gamma[-1] = 0.0
 
     def __len__(self) -> int:
         return len(self.iteration)

@@ -346,6 +346,10 @@ def train(
                 error = _training_error(done, failure, recovery, policy, natgrad, qs, history, model, broken)
                 error.history = history
                 raise error
+            if done == iterations:  # the last iteration's updates are checked as the next iteration would
+                last = int(run_chunk(0, iterator, source, check=True)[1].numpy()[-1])
+                if last and not history.failure[-1]:
+                    history.roll_back_last(last)
             if bar is not None:
                 _show(bar, k, history, natgrad is not None)
             with clock.paused():  # callbacks and checkpoints are not training time
@@ -628,12 +632,16 @@ def _check_room_for_xla() -> None:
 
 
 def _compiled_loop(parts: Parts, step, source, compile: bool, jit_compile: bool):
-    """``run(n, iterator, source) -> [loss, failure, gamma, rejections, scale]`` arrays of up to n iterations.
+    """``run(n, iterator, source, check=False) -> [loss, failure, gamma, rejections, scale]`` arrays of up
+    to n iterations.
 
     The iterations run in one ``tf.while_loop`` (inside one ``tf.function``
     when ``compile``), each writing its :class:`~gpnat.training.steps.StepResult`
     into buffers that are read back once. The loop stops early when recovery
-    has failed ``max_consecutive`` times in a row. Returns also a function
+    has failed ``max_consecutive`` times in a row. With ``check``, one more
+    record follows: the check the next iteration would begin with, at the
+    state the last one left, which restores the last good state if it fails
+    (``run(0, ..., check=True)`` is that check alone: the same traced function). Returns also a function
     counting the traces and one freeing what tracing left in TensorFlow's registries.
 
     ``source`` fixes how arrays are batched (row count, batch size, seed);
@@ -652,20 +660,24 @@ def _compiled_loop(parts: Parts, step, source, compile: bool, jit_compile: bool)
     check_streamed = source is None
     checked_batch = partial(_checked_batch, getattr(parts.model, "likelihood", None))
 
-    def chunk(n, X, Y, iterator):
+    def chunk(n, check, X, Y, iterator):
         def batch():
             return source.batch(parts.counter, X, Y) if source is not None else next(iterator)
 
+        # with ``check``, one more pass after the n iterations stops after the check an iteration begins with
+        total = n + tf.cast(check, n.dtype)
+
         def go_on(i, *buffers):
-            return tf.logical_and(i < n, guard.consecutive < limit)
+            return tf.logical_and(i < total, guard.consecutive < limit)
 
         def body(i, *buffers):
+            check_only = i >= n
             if check_streamed and parts.strategy is not None:
-                result = iteration(*parts.strategy.run(checked_batch, args=batch()))
+                result = iteration(*parts.strategy.run(checked_batch, args=batch()), check_only=check_only)
             elif check_streamed:
-                result = iteration(*checked_batch(*batch()))
+                result = iteration(*checked_batch(*batch()), check_only=check_only)
             else:
-                result = iteration(*batch())
+                result = iteration(*batch(), check_only=check_only)
             return (i + 1,) + tuple(b.write(i, r) for b, r in zip(buffers, result))
 
         buffers = tuple(tf.TensorArray(d, size=0, dynamic_size=True) for d in result_dtypes())
@@ -678,20 +690,20 @@ def _compiled_loop(parts: Parts, step, source, compile: bool, jit_compile: bool)
     functions = [tf.function(chunk, reduce_retracing=True, autograph=False)] if compile else [chunk]
     registered = set()  # tf.custom_gradient's registry entries made by tracing
 
-    def call(n, X, Y, iterator):
+    def call(n, check, X, Y, iterator):
         try:
-            return functions[-1](n, X, Y, iterator)
+            return functions[-1](n, check, X, Y, iterator)
         except tf.errors.OperatorNotAllowedInGraphError:
             if not compile or len(functions) > 1:
                 raise
             functions.append(tf.function(chunk, reduce_retracing=True))
-            return functions[-1](n, X, Y, iterator)
+            return functions[-1](n, check, X, Y, iterator)
 
-    def run(n, iterator, data_source):
+    def run(n, iterator, data_source, check=False):
         before = _custom_gradients()
         X, Y = (data_source.X, data_source.Y) if data_source is not None else (None, None)
         try:
-            return call(tf.constant(n), X, Y, iterator)
+            return call(tf.constant(n), tf.constant(check), X, Y, iterator)
         except (tf.errors.OutOfRangeError, StopIteration) as error:  # a Dataset of unknown size, empty
             raise ValueError(NO_BATCHES) from error
         finally:
