@@ -40,11 +40,15 @@ __all__ = ["train"]
 
 
 class _DefaultNaturalGradient:
-    """Sentinel for train's default optimizer, chosen by the likelihood and the batch (``benchmarks/ROBUSTNESS.md``).
+    """Sentinel for train's default optimizer, chosen by the likelihood, the batch and the kernel
+    (``benchmarks/ROBUSTNESS.md``, ``benchmarks/MIXING.md``).
 
     A Gaussian likelihood on the full data gets γ = 1 from the first step
     (exact in one step; a warm-up only lets the hyperparameters move while
-    q(u) is still poor). Everything else, a Gaussian likelihood on
+    q(u) is still poor), or γ = 1/L where a kernel such as
+    ``LinearCoregionalization`` mixes L latent GPs: a step is then damped
+    block Jacobi, which converges for γ < 2/L at most (``bench_mixing.py``);
+    γ = 1 diverged there. Everything else, a Gaussian likelihood on
     minibatches included, gets the paper's γ = 0.1 reached by a short warm-up
     from 1e-3 over 20 steps: with minibatches γ = 1 jumps to each batch's
     optimal q(u), and ended 52 to 2,044 nats below the warm-up (and below
@@ -52,14 +56,22 @@ class _DefaultNaturalGradient:
     """
 
     def __repr__(self) -> str:
-        return ("NaturalGradient(1.0) for a Gaussian likelihood on the full data, "
-                "else NaturalGradient(LogLinear(1e-3, 0.1, 20))")
+        return ("NaturalGradient(1.0) for a Gaussian likelihood on the full data (1/L where a kernel mixes "
+                "L latent GPs), else NaturalGradient(LogLinear(1e-3, 0.1, 20))")
 
     @staticmethod
     def make(model=None, full_batch: bool = True) -> "NaturalGradient":
         if full_batch and isinstance(getattr(model, "likelihood", None), gpflow.likelihoods.Gaussian):
-            return NaturalGradient(gamma=1.0)
+            return NaturalGradient(gamma=1.0 / _mixed_latent_gps(model))
         return NaturalGradient(gamma=LogLinear(1e-3, 1e-1, 20))
+
+
+def _mixed_latent_gps(model) -> int:
+    """L where the model's kernel mixes L latent GPs into its outputs (``LinearCoregionalization``), else 1."""
+    kernel = getattr(model, "kernel", None)
+    if isinstance(kernel, gpflow.kernels.IndependentLatent):
+        return max(1, int(kernel.num_latent_gps))
+    return 1
 
 
 def _full_batch(data, batch_size) -> bool:
@@ -79,23 +91,25 @@ _DEFAULT = _DefaultNaturalGradient()
 
 
 def _exact_step(model, natgrad: NaturalGradient, full_batch: bool) -> bool:
-    """Does each natural step make q(u) the exact optimum for the current hyperparameters?
+    """Is each natural step the conjugate update of q(u) for the current hyperparameters?
 
-    It does for a Gaussian likelihood on the full data with a constant γ = 1 in
-    natural coordinates (train's default there), unless a kernel such as
-    ``LinearCoregionalization`` mixes the latent GPs (then a step updates each
-    given the others, and only repeated steps converge). Where it does,
+    It is for a Gaussian likelihood on the full data with a constant γ in
+    natural coordinates of 1, or of 1/L where a kernel such as
+    ``LinearCoregionalization`` mixes L latent GPs (train's defaults there).
+    With γ = 1 and unmixed latent GPs the step lands on the optimum, and
     alternating mode's Adam gradient, taken at the updated q(u), is the
     collapsed (SGPR) bound's, where fused mode's is taken at the optimum for
-    the previous hyperparameters; in
-    ``benchmarks/ROBUSTNESS.md`` ("A Gaussian likelihood on the full data")
-    alternating ended higher on all six UCI sets and was ahead at equal time
-    on four, so ``fused=None`` alternates there.
+    the previous hyperparameters; in ``benchmarks/ROBUSTNESS.md`` ("A
+    Gaussian likelihood on the full data") alternating ended higher on all
+    six UCI sets and was ahead at equal time on four. With mixed latent GPs
+    the step is damped block Jacobi; fused runs of γ = 1/L collapsed where
+    alternating ones did not (``benchmarks/MIXING.md``). So ``fused=None``
+    alternates there.
     """
     gamma = natgrad.gamma
     return (full_batch and isinstance(getattr(model, "likelihood", None), gpflow.likelihoods.Gaussian)
-            and not isinstance(getattr(model, "kernel", None), gpflow.kernels.IndependentLatent)
-            and isinstance(gamma, Constant) and gamma.gamma == 1.0 and isinstance(natgrad.coordinates, Natural))
+            and isinstance(gamma, Constant) and gamma.gamma == 1.0 / _mixed_latent_gps(model)
+            and isinstance(natgrad.coordinates, Natural))
 
 
 #: with ``steps_per_call="auto"``, a compiled call aims at this many seconds
@@ -138,7 +152,9 @@ def train(
     :param natgrad: the :class:`~gpnat.NaturalGradient` optimizer (its γ may be
         a schedule). The default depends on the likelihood and the batch:
         ``NaturalGradient(1.0)`` for a Gaussian likelihood on the full data
-        (exact in one step), else ``NaturalGradient(LogLinear(1e-3, 0.1, 20))``,
+        (exact in one step; ``NaturalGradient(1/L)`` where a kernel such as
+        ``LinearCoregionalization`` mixes L latent GPs, where γ = 1 can
+        diverge: ``benchmarks/MIXING.md``), else ``NaturalGradient(LogLinear(1e-3, 0.1, 20))``,
         a short warm-up to the paper's γ = 0.1 (also for a Gaussian
         likelihood on minibatches, where γ = 1 jumps to each batch's optimum).
         ``None`` trains everything, q(u) included, with Adam alone.
@@ -166,11 +182,12 @@ def train(
         iteration it is 15-30 % cheaper, and in ``benchmarks/ROBUSTNESS.md``
         it is ahead of alternating at equal wall-clock time. The exception is
         a Gaussian likelihood on the full data with a constant γ = 1 in
-        natural coordinates (the default there) and latent GPs that a kernel
-        does not mix, where each natural step lands on the optimal q(u) and
-        the second gradient is the collapsed bound's: alternating ended
-        higher on all six UCI sets of ROBUSTNESS.md and was ahead at equal
-        time on four.
+        natural coordinates (the default there), where each natural step
+        lands on the optimal q(u) and the second gradient is the collapsed
+        bound's: alternating ended higher on all six UCI sets of
+        ROBUSTNESS.md and was ahead at equal time on four; and, where a
+        kernel mixes L latent GPs, a constant γ = 1/L (the default there),
+        where fused runs collapsed and alternating ones did not (MIXING.md).
     :param compile: run the iterations inside one ``tf.function`` (traced
         once), as a ``tf.while_loop`` of ``steps_per_call`` iterations per call.
         The model keeps the traced loop: a later call with the same
