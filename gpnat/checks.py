@@ -100,6 +100,15 @@ def targets_fit(likelihood, Y: tf.Tensor) -> tf.Tensor:
     return tf.logical_not(tf.reduce_any(rule[2](tf.cast(Y, tf.float64), likelihood)))
 
 
+def as_likelihood_targets(likelihood, Y: tf.Tensor) -> tf.Tensor:
+    """Y ``[N, P]`` as ``likelihood`` takes it: gpnat holds targets in gpflow's default float, but
+    gpflow's ``Softmax`` reads its class labels with a sparse cross-entropy, which takes integers
+    only; for it the (checked, integer-valued) labels are cast to int64. Other likelihoods get Y."""
+    if isinstance(likelihood, gpflow.likelihoods.Softmax) and Y.dtype.is_floating:
+        return tf.cast(Y, tf.int64)
+    return Y
+
+
 def check_targets(likelihood, Y) -> None:
     """A ValueError naming the likelihood and the offending values if targets ``Y`` ``[N, P]`` lie
     outside the support of a gpflow likelihood that has one (Bernoulli, MultiClass, Softmax,

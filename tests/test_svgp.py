@@ -219,3 +219,35 @@ def test_predict_log_density_checks_the_test_targets(rng, model_class):
         model.predict_log_density((X, np.where(Y > 1, np.nan, Y)))
     with pytest.raises(ValueError, match=r"MultiClass likelihood.*values 3"):
         model.predict_log_density((X, Y + 1))
+
+
+def test_softmax_takes_its_class_labels_as_integers(rng):
+    """gpflow's Softmax reads labels with a sparse cross-entropy (integers only); gpnat holds targets
+    in the default float and hands Softmax integer labels: the same Monte-Carlo ELBO and log
+    densities as gpflow's SVGP on integer labels (same random draws), and train runs. Training a
+    gpflow model with Softmax is refused by name, the model unchanged."""
+    X = rng.uniform(-3.0, 3.0, size=(60, 1))
+    labels = np.digitize(np.sin(2 * X), [-0.5, 0.5])  # 0, 1, 2 in one column
+    Z, q = X[:6].copy(), random_meanchol(rng, 6, 3, scale=0.5)
+    ref = gpflow.models.SVGP(gpflow.kernels.Matern32(), gpflow.likelihoods.Softmax(3), Z, num_latent_gps=3,
+                             q_mu=q[0], q_sqrt=q[1], num_data=60)
+    model = gpnat.SVGP(gpflow.kernels.Matern32(), gpflow.likelihoods.Softmax(3), Z, num_latent_gps=3,
+                       num_data=60)
+    model.q.assign_mean_cholesky(*q)
+
+    def seeded(fn):
+        tf.random.set_seed(7)
+        return fn().numpy()
+
+    data = (X, labels.astype(np.int64))
+    np.testing.assert_allclose(seeded(lambda: model.elbo((X, labels.astype(float)))),
+                               seeded(lambda: ref.elbo(data)), rtol=1e-12)
+    np.testing.assert_allclose(seeded(lambda: model.predict_log_density((X[:5], labels[:5].astype(float)))),
+                               seeded(lambda: ref.predict_log_density((X[:5], data[1][:5]))), rtol=1e-12)
+    history = gpnat.train(model, (X, labels.astype(float)), iterations=3, progress=False)
+    assert len(history) == 3 and np.all(np.isfinite(history.elbo))
+    before = [v.numpy().copy() for v in ref.trainable_variables]
+    with pytest.raises(ValueError, match="Softmax likelihood reads integer class labels"):
+        gpnat.train(ref, data, iterations=3, progress=False)
+    for v, b in zip(ref.trainable_variables, before):
+        np.testing.assert_array_equal(v.numpy(), b)

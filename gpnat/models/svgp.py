@@ -29,7 +29,7 @@ from gpflow.models.util import inducingpoint_wrapper
 from gpflow.posteriors import IndependentPosteriorMultiOutput, IndependentPosteriorSingleOutput, get_posterior_class
 
 from .. import gaussian
-from ..checks import check_count, check_targets
+from ..checks import as_likelihood_targets, check_count, check_targets
 from ..parametrisations import MeanCholesky, Parametrisation
 from ..variational import VariationalGaussian
 
@@ -221,7 +221,7 @@ class SVGP(GPModel, ExternalDataTrainingLossMixin):
         Lm = self._kuu_cholesky()  # factorised once, used by the KL and q(f)
         kl = self._prior_kl(q_mu, q_sqrt, Lm)
         f_mean, f_var = self._conditional(X, q_mu, q_sqrt, full_cov=False, full_output_cov=False, Lm=Lm)
-        var_exp = self.likelihood.variational_expectations(X, f_mean, f_var, Y)
+        var_exp = self.likelihood.variational_expectations(X, f_mean, f_var, as_likelihood_targets(self.likelihood, Y))
         if self.num_data is not None:
             scale = tf.cast(self.num_data, kl.dtype) / tf.cast(tf.shape(X)[0], kl.dtype)
         else:
@@ -262,4 +262,5 @@ class SVGP(GPModel, ExternalDataTrainingLossMixin):
         training data are checked (shapes, NaN and inf, Y against the likelihood's support)."""
         X, Y = self._as_default_float(*data)
         self._check_inputs(X, Y)
+        Y = as_likelihood_targets(self.likelihood, Y)
         return super().predict_log_density((X, Y), full_cov=full_cov, full_output_cov=full_output_cov)

@@ -23,7 +23,7 @@ from gpflow.models.training_mixins import InternalDataTrainingLossMixin
 from gpflow.utilities.model_utils import assert_params_false
 
 from .. import gaussian
-from ..checks import check_targets
+from ..checks import as_likelihood_targets, check_targets
 from ..parametrisations import MeanCholesky, Parametrisation, get_parametrisation
 from ..variational import VariationalGaussian
 from .svgp import _check_data
@@ -162,7 +162,7 @@ class VGP(GPModel, InternalDataTrainingLossMixin):
         Lk = gaussian.cholesky(K)  # [N, N]; its reverse mode is cheaper than TensorFlow's
         f_mean = tf.linalg.matmul(Lk, q_mu) + self.mean_function(X)  # [N, L]
         f_var = tf.transpose(tf.reduce_sum(tf.square(tf.linalg.matmul(Lk, q_sqrt)), -1))  # [N, L]
-        var_exp = self.likelihood.variational_expectations(X, f_mean, f_var, Y)
+        var_exp = self.likelihood.variational_expectations(X, f_mean, f_var, as_likelihood_targets(self.likelihood, Y))
         return tf.reduce_sum(var_exp) - kl
 
     @inherit_check_shapes
@@ -190,4 +190,5 @@ class VGP(GPModel, InternalDataTrainingLossMixin):
         _check_data(data[0], Y)
         if tf.executing_eagerly():
             check_targets(self.likelihood, Y)
+        Y = as_likelihood_targets(self.likelihood, Y)
         return super().predict_log_density((data[0], Y), full_cov=full_cov, full_output_cov=full_output_cov)

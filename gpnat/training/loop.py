@@ -429,6 +429,11 @@ def _check_arguments(model, data, iterations, natgrad, adam_lr, batch_size, fuse
     """Validate train's arguments before anything changes; returns the resolved
     (iterations, natgrad, adam_lr, batch_size, fused, checkpoint_every, steps_per_call)."""
     iterations = check_count(iterations, "iterations", minimum=0)
+    if (isinstance(getattr(model, "likelihood", None), gpflow.likelihoods.Softmax)
+            and type(model).__module__.startswith("gpflow.")):
+        raise ValueError("gpflow's Softmax likelihood reads integer class labels, and train passes targets in "
+                         "gpflow's default float to a gpflow model; train a gpnat.SVGP or gpnat.VGP, which hand "
+                         "Softmax its labels as integers")
     if batch_size is not None:
         batch_size = check_count(batch_size, "batch_size (or None)")
     checkpoint_every = check_count(checkpoint_every, "checkpoint_every")
