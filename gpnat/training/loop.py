@@ -661,9 +661,11 @@ def _compiled_loop(parts: Parts, step, source, compile: bool, jit_compile: bool)
     when ``compile``), each writing its :class:`~gpnat.training.steps.StepResult`
     into buffers that are read back once. The loop stops early when recovery
     has failed ``max_consecutive`` times in a row. With ``check``, one more
-    record follows: the check the next iteration would begin with, at the
-    state the last one left, which restores the last good state if it fails
-    (``run(0, ..., check=True)`` is that check alone: the same traced function). Returns also a function
+    record follows, of a checking pass (:func:`gpnat.training.steps._checking`):
+    the state the last iteration left, checked as the next iteration would
+    begin, the step's updates discarded, the last good state restored if
+    the check fails (``run(0, ..., check=True)`` is that pass alone: the same
+    traced function). Returns also a function
     counting the traces and one freeing what tracing left in TensorFlow's registries.
 
     ``source`` fixes how arrays are batched (row count, batch size, seed);
@@ -686,7 +688,7 @@ def _compiled_loop(parts: Parts, step, source, compile: bool, jit_compile: bool)
         def batch():
             return source.batch(parts.counter, X, Y) if source is not None else next(iterator)
 
-        # with ``check``, one more pass after the n iterations stops after the check an iteration begins with
+        # with ``check``, one more pass after the n iterations: a checking pass (steps.CHECKING)
         total = n + tf.cast(check, n.dtype)
 
         def go_on(i, *buffers):
