@@ -413,10 +413,12 @@ class NaturalGradient(tf.Module):
         for variable, old, value in zip(variables, old_values, new):
             variable.assign(tf.where(accepted, value, old))
         self.iterations.assign_add(1)
-        self.last_gamma.assign(tf.where(accepted, gamma_used, tf.zeros_like(gamma_used)))
+        gamma_used = tf.where(accepted, gamma_used, tf.zeros_like(gamma_used))
+        # the optimizer's float is gpflow's default when it was made, the step's the model's now
+        self.last_gamma.assign(tf.cast(gamma_used, self.last_gamma.dtype))
         self.last_rejections.assign(tf.where(accepted, tries - 1, tries))
         self.last_accepted.assign(accepted)
-        return NaturalStep(accepted, self.last_gamma.read_value(), self.last_rejections.read_value()), gamma_valid
+        return NaturalStep(accepted, gamma_used, self.last_rejections.read_value()), gamma_valid
 
     def _step_function(self, storage: Parametrisation, xi, grads, coordinates=None):
         """γ -> new stored coordinates for a step in ``coordinates`` (closed form if known).

@@ -516,3 +516,24 @@ def test_expectation_gradient_and_natural_tangent_factor_the_natural_gradient(rn
 def test_unknown_coordinates_are_refused():
     with pytest.raises(TypeError, match="parametrisation"):
         gpnat.NaturalGradient(0.1, coordinates="polar")
+
+
+def test_an_optimizer_made_before_switching_to_float32_steps_a_float32_model(rng):
+    """The optimizer's own variables keep the float of when it was made; a float32 model's step
+    takes the model's float, exactly as with an optimizer made after the switch (before, the step
+    wrote q(u) and then raised a dtype error)."""
+    early = gpnat.NaturalGradient(1.0)  # made under float64
+    X, Y = regression_data(rng, N=40)
+    with gpflow.config.as_context(gpflow.config.Config(float=np.float32, jitter=1e-5)):
+        states = []
+        for opt in (early, gpnat.NaturalGradient(1.0)):
+            model = gpnat.SVGP(make_kernel(), gpflow.likelihoods.Gaussian(0.1), X[:6].copy(), num_data=40)
+            opt.minimize(model.training_loss_closure((X, Y)), model.q)
+            states.append([v.numpy() for v in model.q.xi])
+            assert model.q.xi[0].dtype == tf.float32 and np.isfinite(model.elbo((X, Y)).numpy())
+        for a, b in zip(*states):
+            np.testing.assert_array_equal(a, b)
+        assert early.last_gamma.dtype == tf.float64 and float(early.last_gamma.numpy()) == 1.0
+        model = gpnat.SVGP(make_kernel(), gpflow.likelihoods.Gaussian(0.1), X[:6].copy(), num_data=40)
+        history = gpnat.train(model, (X, Y), iterations=3, natgrad=early, progress=False)
+        assert history.gamma == [1.0, 1.0, 1.0] and np.isfinite(model.elbo((X, Y)).numpy())
