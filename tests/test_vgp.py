@@ -249,3 +249,26 @@ def test_train_refuses_minibatches(rng):
     model = gpnat.VGP((X, Y), make_kernel(), gpflow.likelihoods.Gaussian())
     with pytest.raises(ValueError, match="full-batch"):
         gpnat.train(model, data=(X, Y), iterations=2, batch_size=10, progress=False)
+
+
+def test_softmax_takes_its_class_labels_as_integers(rng):
+    """As for SVGP: VGP hands gpflow's Softmax integer labels, so its Monte-Carlo ELBO and log
+    densities equal gpflow's VGP on integer labels (same random draws)."""
+    X = rng.uniform(-2.0, 2.0, size=(N, 2))
+    labels = np.digitize(np.sin(2 * X[:, :1]), [-0.5, 0.5])  # 0, 1, 2 in one column
+    q_mu, q_sqrt = random_meanchol(rng, N, 3, scale=0.5)
+    ours = gpnat.VGP((X, labels.astype(float)), make_kernel(), gpflow.likelihoods.Softmax(3), num_latent_gps=3)
+    ours.q.assign_mean_cholesky(q_mu, q_sqrt)
+    ref = gpflow.models.VGP((X, labels.astype(np.int64)), make_kernel(), gpflow.likelihoods.Softmax(3),
+                            num_latent_gps=3)
+    ref.q_mu.assign(q_mu)
+    ref.q_sqrt.assign(q_sqrt)
+
+    def seeded(fn):
+        tf.random.set_seed(7)
+        return fn().numpy()
+
+    np.testing.assert_allclose(seeded(ours.elbo), seeded(ref.elbo), rtol=1e-12)
+    np.testing.assert_allclose(seeded(lambda: ours.predict_log_density((X[:5], labels[:5].astype(float)))),
+                               seeded(lambda: ref.predict_log_density((X[:5], labels[:5].astype(np.int64)))),
+                               rtol=1e-12)
