@@ -1081,3 +1081,9 @@ def test_the_last_iteration_is_checked_and_rolled_back_bitwise(rng, mode):
         history = gpnat.train(model, data, iterations=1, progress=False, **settings)
         assert history.failure == [history.failure[0]] and history.failure[0] in (1, 2)
         assert float(model.elbo(data)) == start and np.isfinite(start)
+    # without recovery the first bad iteration raises, the last one too (after rolling it back)
+    with pytest.raises((FloatingPointError, NaturalGradientError), match="iteration 1") as info:
+        gpnat.train(model, data, iterations=1, progress=False, recovery=None, **settings)
+    assert info.value.history.failure[0] in (1, 2)
+    for v, b in zip(model.variables, before):
+        np.testing.assert_array_equal(v.numpy(), b)

@@ -367,6 +367,11 @@ def train(
                 last = int(run_chunk(0, iterator, source, check=True)[1].numpy()[-1])
                 if last and not history.failure[-1]:
                     history.roll_back_last(last)
+                    # one more bad iteration in a row, as the next iteration would have counted it
+                    if int(guard.consecutive.numpy()) + 1 >= policy.max_consecutive:
+                        error = _training_error(done, last, recovery, policy, natgrad, qs, history, model)
+                        error.history = history
+                        raise error
             if bar is not None:
                 _show(bar, k, history, natgrad is not None)
             with clock.paused():  # callbacks and checkpoints are not training time
