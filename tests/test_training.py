@@ -409,6 +409,34 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
     assert len(list((tmp_path / "ck").glob("ckpt-*"))) <= 2
 
 
+def _rollback_run(iterations, checkpoint_dir=None):
+    """A Gaussian likelihood stepping in its storage at γ = 0.2: iterations 2 and 4 are rolled back."""
+    model, data = _model(np.random.default_rng(5))
+    history = gpnat.train(model, data, iterations=iterations, natgrad=gpnat.NaturalGradient(0.2, coordinates=None),
+                          progress=False, checkpoint_dir=checkpoint_dir)
+    return model, data, history
+
+
+@pytest.mark.parametrize("split", [1, 3])
+def test_resume_after_a_rolled_back_last_iteration_equals_uninterrupted(tmp_path, split):
+    model, data, full = _rollback_run(12)
+    assert full.failure[split] == 2  # the iteration after the split finds the split's update collapsed
+    first_model, _, first = _rollback_run(split, tmp_path / "ck")
+    assert first.failure[-1] == 2  # the final check rolled the split's update back in memory...
+    first_state = [v.numpy() for v in first_model.trainable_variables]
+    assert np.isfinite(first_model.elbo(data).numpy()) and first_model.elbo(data) > -200
+    # ...and asking again for the same iterations (nothing left to run) gives that checked model
+    again_model, _, again = _rollback_run(split, tmp_path / "ck")
+    assert again.failure == first.failure
+    for a, b in zip(again_model.trainable_variables, first_state):
+        np.testing.assert_array_equal(a.numpy(), b)
+    resumed_model, _, resumed = _rollback_run(12, tmp_path / "ck")
+    assert resumed.failure == full.failure and resumed.scale == full.scale
+    np.testing.assert_array_equal(resumed.elbo, full.elbo)
+    for a, b in zip(resumed_model.trainable_variables, model.trainable_variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
 def test_an_interrupted_save_never_corrupts_the_last_good_checkpoint(tmp_path, monkeypatch):
     _checkpoint_run(tmp_path, 5, checkpoint_dir=tmp_path / "ck", checkpoint_every=5)
     good = (tmp_path / "ck" / "latest").read_text()

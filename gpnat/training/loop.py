@@ -207,8 +207,9 @@ def train(
         ``"auto"`` picks when there are callbacks).
     :param progress: show a tqdm progress bar with the ELBO estimate and γ.
     :param checkpoint_dir: save model, optimizers' state and step counter every
-        ``checkpoint_every`` iterations (and at the end); training resumes from
-        the latest checkpoint found there.
+        ``checkpoint_every`` iterations (and at the end, before the final
+        check); training resumes from the latest checkpoint found there, and
+        equals the uninterrupted run.
     :param seed: seed of the minibatch order (default 0).
     :param recovery: what to do with a bad iteration (non-finite loss or
         gradient, collapsed ELBO, no valid natural step, an Adam step that
@@ -342,7 +343,21 @@ def train(
     bar = _progress_bar(iterations, done, mode) if progress else None
     clock = _TrainingClock(history.time[-1] if history.time else 0.0)
     size, first = 1, True  # the first call traces: one iteration, so that compile_time is that call
+
+    def check_last() -> None:
+        """The last iteration's updates, checked as the next iteration would; rolled back if bad."""
+        last = int(run_chunk(0, iterator, source, check=True)[1].numpy()[-1])
+        if last and history.failure and not history.failure[-1]:
+            history.roll_back_last(last)
+            # one more bad iteration in a row, as the next iteration would have counted it
+            if int(guard.consecutive.numpy()) + 1 >= policy.max_consecutive:
+                error = _training_error(done, last, recovery, policy, natgrad, qs, history, model)
+                error.history = history
+                raise error
+
     try:
+        if done >= iterations and done > 0:  # resumed with nothing left to run: the checkpoint is unchecked
+            check_last()
         while done < iterations:
             n = min(size, iterations - done)
             if steps_per_call != "auto":  # calls end at multiples of steps_per_call
@@ -363,22 +378,18 @@ def train(
                 error = _training_error(done, failure, recovery, policy, natgrad, qs, history, model, broken)
                 error.history = history
                 raise error
-            if done == iterations:  # the last iteration's updates are checked as the next iteration would
-                last = int(run_chunk(0, iterator, source, check=True)[1].numpy()[-1])
-                if last and not history.failure[-1]:
-                    history.roll_back_last(last)
-                    # one more bad iteration in a row, as the next iteration would have counted it
-                    if int(guard.consecutive.numpy()) + 1 >= policy.max_consecutive:
-                        error = _training_error(done, last, recovery, policy, natgrad, qs, history, model)
-                        error.history = history
-                        raise error
+            # a checkpoint holds the state the iterations left, before the final check: a resumed run
+            # checks it as its next iteration, as the uninterrupted run did (so it equals that run)
+            if checkpoint is not None and (done % checkpoint_every == 0 or done == iterations):
+                with clock.paused():  # checkpoints are not training time
+                    write_checkpoint(checkpoint, checkpoint_dir, done, history, current=current)
+            if done == iterations:
+                check_last()
             if bar is not None:
                 _show(bar, k, history, natgrad is not None)
-            with clock.paused():  # callbacks and checkpoints are not training time
+            with clock.paused():  # callbacks are not training time
                 for callback in callbacks:
                     callback(done, history)
-                if checkpoint is not None and (done % checkpoint_every == 0 or done == iterations):
-                    write_checkpoint(checkpoint, checkpoint_dir, done, history, current=current)
             size = agree(_next_size(steps_per_call, k, end - start, first=first))
             first = False
     finally:
