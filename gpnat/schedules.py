@@ -73,6 +73,8 @@ class IncreasingRate:
 class LogLinear:
     """γ grows log-linearly from ``start`` (t = 1) to ``stop`` (t = ``steps``), then stays at ``stop``.
 
+    With ``steps`` = 1 it is the constant ``stop``.
+
     The schedule of Salimbeni et al. (2018) for stochastic natural gradients is
     ``LogLinear(1e-4, 1e-1, 5)`` (used by ``gpnat reproduce``); :func:`gpnat.train`'s
     default for non-Gaussian likelihoods and for minibatches is the gentler ``LogLinear(1e-3, 1e-1, 20)``,
@@ -86,8 +88,9 @@ class LogLinear:
 
     def __call__(self, step) -> tf.Tensor:
         t = _float(step)
-        span = max(self.steps - 1, 1)
-        frac = tf.clip_by_value((t - 1.0) / span, 0.0, 1.0)
+        if self.steps == 1:  # stop from t = steps = 1 on
+            return tf.constant(self.stop, dtype=gpflow.default_float())
+        frac = tf.clip_by_value((t - 1.0) / (self.steps - 1), 0.0, 1.0)
         log_gamma = math.log(self.start) + frac * (math.log(self.stop) - math.log(self.start))
         return tf.exp(log_gamma)
 
