@@ -460,7 +460,15 @@ class NaturalGradient(tf.Module):
     def _gamma_at(self, step, check_value: bool = True) -> tf.Tensor:
         """The schedule's γ at ``step`` in gpflow's float, refused by name unless a scalar number,
         and (``check_value``) unless positive and finite."""
-        value = self.gamma(step)
+        try:
+            value = self.gamma(step)
+        except NotImplementedError as error:  # NumPy's functions on a symbolic tensor
+            if tf.executing_eagerly():
+                raise
+            raise TypeError(
+                f"the gamma schedule {self.gamma!r} failed on a symbolic tensor t (it is called inside the "
+                f"compiled loop): write it with TensorFlow's functions (tf.sqrt, not np.sqrt), use a "
+                f"gpnat.schedules class, or pass compile=False to gpnat.train ({error})") from error
         try:
             gamma = tf.convert_to_tensor(value, dtype_hint=gpflow.default_float())  # a Python float stays exact
         except (TypeError, ValueError):

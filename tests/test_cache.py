@@ -193,3 +193,29 @@ def test_the_key_holds_what_it_names_by_identity():
     del old
     assert cache.configuration(model, None, False, mode="adam") != key
     assert cache.configuration(model, None, False, mode="adam") == cache.configuration(model, None, False, mode="adam")
+
+
+def test_a_plain_callable_schedule_is_keyed_by_its_values():
+    """A lambda reading a setting: a changed setting traces anew (the old trace baked in the old γ),
+    an unchanged one reuses the loop; each call's γ is the setting's."""
+    settings = {"gamma": 0.1}
+    natgrad = gpnat.NaturalGradient(lambda t: settings["gamma"])
+    model, data = _model()
+    first = gpnat.train(model, data, iterations=3, batch_size=20, progress=False, natgrad=natgrad)
+    assert first.gamma == [0.1] * 3
+    same = gpnat.train(model, data, iterations=3, batch_size=20, progress=False, natgrad=natgrad)
+    assert same.num_traces == 0 and same.gamma == [0.1] * 3
+    settings["gamma"] = 0.05
+    changed = gpnat.train(model, data, iterations=3, batch_size=20, progress=False, natgrad=natgrad)
+    assert changed.num_traces == 1 and changed.gamma == [0.05] * 3
+
+
+def test_a_numpy_schedule_is_refused_by_name_inside_the_compiled_loop():
+    model, data = _model()
+    before = _values(model)
+    natgrad = gpnat.NaturalGradient(lambda t: 0.5 / np.sqrt(t))
+    with pytest.raises(TypeError, match="np.sqrt.*compile=False"):
+        gpnat.train(model, data, iterations=3, batch_size=20, progress=False, natgrad=natgrad)
+    _same(_values(model), before)
+    history = gpnat.train(model, data, iterations=3, batch_size=20, progress=False, natgrad=natgrad, compile=False)
+    np.testing.assert_allclose(history.gamma, 0.5 / np.sqrt([1, 2, 3]), rtol=1e-12)

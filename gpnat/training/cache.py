@@ -13,7 +13,10 @@ the settings of ``train``, the data's row count, batch size and seed (the
 data themselves are arguments of the loop, not part of it), gpflow's
 float, int and jitter, the identity of each module, variable and trainable
 variable of the model, and each module's plain Python attributes (e.g.
-``num_data``, ``whiten``), read afresh at every call. Anything else changed,
+``num_data``, ``whiten``), read afresh at every call. A γ schedule other
+than gpnat's own classes (say ``lambda t: settings["gamma"]``) may read
+anything, so it is keyed by its values at :data:`PROBE_STEPS` too, computed
+at every call. Anything else changed,
 or anything not a plain value reassigned, gives a new key: the loop is traced
 anew and replaces the old one, so a model holds at most one. ``train`` under
 a ``tf.distribute`` strategy, or with ``compile=False``, keeps nothing.
@@ -24,10 +27,30 @@ import gpflow
 import numpy as np
 import tensorflow as tf
 
+from ..schedules import Constant, IncreasingRate, LogLinear
+
 __all__ = ["Compiled", "Configuration", "configuration", "forget", "keep", "lookup"]
 
 _ATTRIBUTE = "_gpnat_compiled"
 _PLAIN = (bool, int, float, str, bytes, type(None))
+
+#: the steps t at which a schedule that is not one of gpnat's classes is evaluated for the key
+PROBE_STEPS = (1, 2, 3, 5, 10, 20, 50, 100, 300, 1000, 3000, 10 ** 4, 10 ** 5, 10 ** 6)
+
+
+def schedule_values(schedule) -> Tuple:
+    """What the traced loop bakes in of a γ schedule that gpnat does not know: its values at
+    :data:`PROBE_STEPS` (evaluated eagerly; ``()`` for gpnat's schedules, whose plain attributes say
+    it all). A value that cannot be read is keyed by its error's type: the call then reports it."""
+    if type(schedule) in (Constant, IncreasingRate, LogLinear):
+        return ()
+    values = []
+    for t in PROBE_STEPS:
+        try:
+            values.append(repr(float(np.asarray(schedule(tf.constant(t, tf.int64))))))
+        except Exception as error:  # noqa: BLE001 - only a key: train's own evaluation reports it
+            values.append(type(error).__name__)
+    return tuple(values)
 
 
 class Configuration:
@@ -73,7 +96,7 @@ def configuration(model, natgrad, default_natgrad: bool, **settings) -> Configur
     elif default_natgrad:  # a new object each call: only its settings matter
         optimizer = ("default", repr(natgrad))
     else:  # the user's object, state and all
-        optimizer = (key.modules(natgrad), key.attributes(natgrad.gamma))
+        optimizer = (key.modules(natgrad), key.attributes(natgrad.gamma), schedule_values(natgrad.gamma))
     key.value = (
         type(model), key.modules(model), key.variables(model.variables), key.variables(model.trainable_variables),
         optimizer, gpflow.default_float(), gpflow.default_int(), gpflow.default_jitter(),
