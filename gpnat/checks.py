@@ -4,7 +4,8 @@ every public function that takes one.
 Each returns the cleaned Python value or raises ``ValueError`` with a message
 that names the argument and shows what was given, before anything changes.
 ``gpnat.schedules.check_gamma`` is the one for step sizes γ;
-:func:`check_targets` checks targets Y against the likelihood's support.
+:func:`check_targets` checks targets Y against the likelihood's support, and
+:func:`check_outputs` the model's outputs and Y's columns against the likelihood.
 """
 from numbers import Real
 
@@ -136,3 +137,42 @@ def check_targets(likelihood, Y) -> None:
         shown = ", ".join(f"{v:g}" for v in values[:5]) + (", ..." if values.size > 5 else "")
         raise ValueError(f"Y does not fit the {name} likelihood: it takes {takes}, but "
                          f"{int(np.sum(bad))} of Y's {Y.size} entries are not (values {shown})")
+
+
+def output_count(kernel, num_latent_gps: int) -> int:
+    """P, the number of latent functions f the likelihood sees: a ``LinearCoregionalization``
+    kernel mixes its L latent GPs into ``W``'s P rows; otherwise P = L."""
+    if isinstance(kernel, gpflow.kernels.LinearCoregionalization):
+        return int(kernel.W.shape[0])
+    return int(num_latent_gps)
+
+
+def check_outputs(likelihood, kernel, num_latent_gps: int, Y=None) -> None:
+    """A ValueError when the model's outputs and ``likelihood`` (and targets ``Y`` ``[N, P]``) disagree.
+
+    A likelihood with a ``latent_dim`` (``MultiClass(C)``, ``Softmax(C)``: C; heteroskedastic
+    ones: 2) takes exactly that many latent functions; gpflow evaluates ``MultiClass(3)`` on one
+    latent GP without a word, a wrong model. A likelihood with an ``observation_dim`` takes that many
+    columns of Y; a scalar one (Gaussian, Bernoulli, ...) takes one column per latent function, or
+    one column shared by all (gpflow broadcasts it). ``SwitchedLikelihood``'s extra index column
+    and symbolic tensors are not checked here.
+    """
+    P = output_count(kernel, num_latent_gps)
+    name = type(likelihood).__name__
+    latent_dim = getattr(likelihood, "latent_dim", None)
+    if latent_dim is not None and latent_dim != P:
+        raise ValueError(
+            f"the {name} likelihood takes {latent_dim} latent functions, but the model has {P} "
+            f"(num_latent_gps = {num_latent_gps}): pass num_latent_gps={latent_dim}, or a kernel with as many outputs")
+    if Y is None or (tf.is_tensor(Y) and not tf.executing_eagerly()) or len(Y.shape) != 2:
+        return
+    columns = Y.shape[-1]
+    observation_dim = getattr(likelihood, "observation_dim", None)
+    if observation_dim is not None and columns != observation_dim:
+        raise ValueError(f"Y has {columns} columns but the {name} likelihood takes {observation_dim}")
+    scalar = isinstance(likelihood, gpflow.likelihoods.ScalarLikelihood) and not isinstance(
+        likelihood, gpflow.likelihoods.SwitchedLikelihood)
+    if scalar and latent_dim is None and observation_dim is None and columns not in (1, P):
+        raise ValueError(
+            f"Y has {columns} columns but the model has {P} outputs: a {name} likelihood takes one column "
+            f"per output (or one column for all); pass num_latent_gps={columns}, or a kernel with {columns} outputs")

@@ -97,3 +97,27 @@ def test_likelihoods_without_a_support_and_symbolic_targets_pass():
         return Y
 
     assert traced(tf.constant([[-1.0]], tf.float64)).numpy()[0, 0] == -1.0
+
+
+def test_outputs_and_columns_that_disagree_with_the_likelihood_are_refused_by_name():
+    import gpflow
+
+    from gpnat.checks import check_outputs
+
+    L, K = gpflow.likelihoods, gpflow.kernels
+    se = K.SquaredExponential()
+    check_outputs(L.MultiClass(3), se, 3, np.zeros((4, 1)))
+    with pytest.raises(ValueError, match="MultiClass likelihood takes 3 latent functions, but the model has 1"):
+        check_outputs(L.MultiClass(3), se, 1)
+    hetero = L.HeteroskedasticTFPConditional()  # two latent functions, one column of Y
+    check_outputs(hetero, se, 2, np.zeros((4, 1)))
+    with pytest.raises(ValueError, match="Y has 2 columns but the HeteroskedasticTFPConditional likelihood takes 1"):
+        check_outputs(hetero, se, 2, np.zeros((4, 2)))
+    check_outputs(L.Gaussian(), se, 2, np.zeros((4, 2)))
+    check_outputs(L.Gaussian(), se, 2, np.zeros((4, 1)))  # one column for every output, as gpflow broadcasts it
+    with pytest.raises(ValueError, match="Y has 3 columns but the model has 2 outputs"):
+        check_outputs(L.Gaussian(), se, 2, np.zeros((4, 3)))
+    lmc = K.LinearCoregionalization([K.SquaredExponential(), K.Matern32()], W=np.ones((3, 2)))
+    check_outputs(L.Gaussian(), lmc, 2, np.zeros((4, 3)))  # L = 2 latent GPs mixed into P = 3 outputs
+    with pytest.raises(ValueError, match="Y has 2 columns but the model has 3 outputs"):
+        check_outputs(L.Gaussian(), lmc, 2, np.zeros((4, 2)))

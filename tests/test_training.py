@@ -384,6 +384,32 @@ def test_student_t_outliers_with_large_gamma_stay_valid(rng):
     assert np.isfinite(model.elbo((X, Y)).numpy())
 
 
+def test_latent_gps_and_columns_that_disagree_with_the_likelihood_are_refused_before_training(rng):
+    X, Y = regression_data(rng, N=N)
+    labels = rng.integers(0, 3, size=(N, 1)).astype(float)
+    inferred = gpnat.SVGP(make_kernel(), gpflow.likelihoods.MultiClass(3), X[:M].copy(), num_data=N)
+    assert inferred.num_latent_gps == 3 and inferred.q.q_mu.shape == (M, 3)  # as gpflow infers it for a VGP
+    with pytest.raises(ValueError, match="takes 3 latent functions, but the model has 1"):
+        gpnat.SVGP(make_kernel(), gpflow.likelihoods.MultiClass(3), X[:M].copy(), num_latent_gps=1)
+    wrong = gpflow.models.SVGP(make_kernel(), gpflow.likelihoods.MultiClass(3), X[:M].copy(), num_latent_gps=1)
+    before = [v.numpy() for v in wrong.trainable_variables]
+    with pytest.raises(ValueError, match="takes 3 latent functions, but the model has 1"):
+        gpnat.train(wrong, (X, labels), iterations=2, progress=False)
+    two = gpnat.SVGP(make_kernel(), gpflow.likelihoods.Gaussian(), X[:M].copy(), num_latent_gps=2, num_data=N)
+    with pytest.raises(ValueError, match="Y has 3 columns but the model has 2 outputs"):
+        gpnat.train(two, (X, np.hstack([Y, Y, Y])), iterations=2, progress=False)
+    with pytest.raises(ValueError, match="Y has 3 columns but the model has 2 outputs"):
+        two.elbo((X, np.hstack([Y, Y, Y])))
+    for a, b in zip(wrong.trainable_variables, before):
+        np.testing.assert_array_equal(a.numpy(), b)
+
+
+def test_a_num_data_that_is_not_the_row_count_warns_on_the_full_batch_too(rng):
+    model, data = _model(rng, num_data=2 * N)
+    with pytest.warns(UserWarning, match=f"num_data = {2 * N} but the data have N = {N} rows"):
+        gpnat.train(model, data, iterations=2, progress=False)
+
+
 # ------------------------------------------------------------------ checkpoints
 def _checkpoint_run(tmp_path, iterations, seed=0, **kwargs):
     rng = np.random.default_rng(5)

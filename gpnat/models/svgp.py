@@ -29,7 +29,7 @@ from gpflow.models.util import inducingpoint_wrapper
 from gpflow.posteriors import IndependentPosteriorMultiOutput, IndependentPosteriorSingleOutput, get_posterior_class
 
 from .. import gaussian
-from ..checks import as_likelihood_targets, check_count, check_targets
+from ..checks import as_likelihood_targets, check_count, check_outputs, check_targets
 from ..parametrisations import MeanCholesky, Parametrisation
 from ..variational import VariationalGaussian
 
@@ -49,17 +49,23 @@ def _check_data(X, Y=None) -> None:
         tf.debugging.assert_all_finite(Y, "Y contains NaN or inf")
 
 
-def _latent_gps(kernel, num_latent_gps: Optional[int]) -> int:
-    """L: the multi-output kernel's own count, 1 for a single-output kernel, checked against the argument."""
+def _latent_gps(kernel, likelihood, num_latent_gps: Optional[int]) -> int:
+    """L: the multi-output kernel's own count; for a single-output kernel the likelihood's
+    ``latent_dim`` (as gpflow infers it for a VGP), else 1; checked against the argument and the
+    likelihood (:func:`~gpnat.checks.check_outputs`)."""
     if isinstance(kernel, gpflow.kernels.MultioutputKernel):
         if num_latent_gps is None:
-            return kernel.num_latent_gps
-        if num_latent_gps != kernel.num_latent_gps:
+            num_latent_gps = kernel.num_latent_gps
+        elif num_latent_gps != kernel.num_latent_gps:
             raise ValueError(
                 f"num_latent_gps = {num_latent_gps} but the {type(kernel).__name__} kernel has "
                 f"{kernel.num_latent_gps} latent GPs"
             )
-    return 1 if num_latent_gps is None else check_count(num_latent_gps, "num_latent_gps")
+    elif num_latent_gps is None:
+        num_latent_gps = getattr(likelihood, "latent_dim", None) or 1
+    num_latent_gps = check_count(num_latent_gps, "num_latent_gps")
+    check_outputs(likelihood, kernel, num_latent_gps)
+    return num_latent_gps
 
 
 class SVGP(GPModel, ExternalDataTrainingLossMixin):
@@ -76,8 +82,10 @@ class SVGP(GPModel, ExternalDataTrainingLossMixin):
         :class:`~gpnat.parametrisations.MeanCholesky`).
     :param whiten: if True q(u) is over v with u = chol(Kuu) v and p(v) = N(0, I).
     :param num_latent_gps: L; ``None`` (default) takes a multi-output kernel's own
-        number of latent GPs, else 1. A number that disagrees with a multi-output
-        kernel is a ``ValueError`` (a single latent GP would silently model P outputs).
+        number of latent GPs, else the likelihood's ``latent_dim`` (C for
+        ``MultiClass(C)``), else 1. A number that disagrees with a multi-output
+        kernel or with the likelihood's ``latent_dim`` is a ``ValueError`` (a
+        single latent GP would silently model P outputs, or C classes).
     :param mean_function: a gpflow mean function (default zero).
     :param q_mu: initial mean ``[M, L]`` (default 0).
     :param q_sqrt: initial Cholesky factor ``[L, M, M]`` (default I), or with
@@ -108,7 +116,7 @@ class SVGP(GPModel, ExternalDataTrainingLossMixin):
         q_sqrt: Optional[np.ndarray] = None,
         q_diag: Optional[bool] = None,
     ):
-        num_latent_gps = _latent_gps(kernel, num_latent_gps)
+        num_latent_gps = _latent_gps(kernel, likelihood, num_latent_gps)
         super().__init__(kernel, likelihood, mean_function, num_latent_gps)
         self.num_data = None if num_data is None else check_count(num_data, "num_data")
         self.whiten = bool(whiten)
@@ -160,6 +168,7 @@ class SVGP(GPModel, ExternalDataTrainingLossMixin):
         _check_data(X, Y)
         if Y is not None and tf.executing_eagerly():
             check_targets(self.likelihood, Y)
+            check_outputs(self.likelihood, self.kernel, self.num_latent_gps, Y)
 
     @staticmethod
     def _as_default_float(*arrays):

@@ -23,7 +23,7 @@ from gpflow.models.training_mixins import InternalDataTrainingLossMixin
 from gpflow.utilities.model_utils import assert_params_false
 
 from .. import gaussian
-from ..checks import as_likelihood_targets, check_targets
+from ..checks import as_likelihood_targets, check_outputs, check_targets
 from ..parametrisations import MeanCholesky, Parametrisation, get_parametrisation
 from ..variational import VariationalGaussian
 from .svgp import _check_data
@@ -108,6 +108,7 @@ class VGP(GPModel, InternalDataTrainingLossMixin):
             )
         if num_latent_gps is None:
             num_latent_gps = self.calc_num_latent_gps_from_data((X, Y), kernel, likelihood)
+        check_outputs(likelihood, kernel, num_latent_gps, Y)
         super().__init__(kernel, likelihood, mean_function, num_latent_gps)
         self.data = (tf.constant(X), tf.constant(Y))
         self.num_data = X.shape[0]

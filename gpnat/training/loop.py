@@ -23,7 +23,7 @@ import tensorflow_probability as tfp
 from gpflow.keras import tf_keras
 from tensorflow.python.framework import ops as tf_ops
 
-from ..checks import check_count, check_fraction, check_positive, check_targets, support, targets_fit
+from ..checks import check_count, check_fraction, check_outputs, check_positive, check_targets, support, targets_fit
 from ..natgrad import NaturalGradient, NaturalGradientError
 from ..parametrisations import Natural
 from ..recovery import NO_RECOVERY, REASONS, Guard, Recovery
@@ -603,15 +603,15 @@ def _batches(model, data, batch_size, seed, strategy=None):
     X, Y = check_arrays(data)
     _check_against_model(model, X, Y)
     N = X.shape[0]
-    if batch_size is not None and batch_size < N:
-        num_data = getattr(model, "num_data", None)
-        if num_data is None:
-            raise ValueError(
-                f"minibatch training needs the model's num_data = N = {N} to scale the ELBO "
-                "by N / B: construct it with num_data=N"
-            )
-        if num_data != N:
-            warnings.warn(f"model.num_data = {num_data} but the data have N = {N} rows")
+    num_data = getattr(model, "num_data", None)
+    if batch_size is not None and batch_size < N and num_data is None:
+        raise ValueError(
+            f"minibatch training needs the model's num_data = N = {N} to scale the ELBO "
+            "by N / B: construct it with num_data=N"
+        )
+    if num_data is not None and num_data != N:  # the likelihood term is scaled by num_data / rows in a batch
+        warnings.warn(f"model.num_data = {num_data} but the data have N = {N} rows: the ELBO's data term "
+                      f"is scaled by {num_data} / (rows in a batch)")
     return ArrayBatches(X, Y, batch_size, seed), None
 
 
@@ -621,6 +621,8 @@ def _check_against_model(model, X: np.ndarray, Y: np.ndarray, own_data: bool = T
     before anything is traced, so a mismatch is a plain error that names it."""
     if Y.ndim == 2 and getattr(model, "likelihood", None) is not None:  # gpflow's models too, all rows
         check_targets(model.likelihood, Y)
+        if getattr(model, "kernel", None) is not None and getattr(model, "num_latent_gps", None) is not None:
+            check_outputs(model.likelihood, model.kernel, model.num_latent_gps, Y)
     check_inputs = getattr(model, "_check_inputs", None)  # gpnat.SVGP
     if check_inputs is not None:
         check_inputs(X[:1], Y[:1])
