@@ -101,10 +101,14 @@ class VariationalGaussian(gpflow.base.Module):
         if q_sqrt is None:
             q_sqrt = np.ones((M, L), dtype) if self.q_diag else np.tile(np.eye(M, dtype=dtype)[None], (L, 1, 1))
         xi = self._checked_coordinates(q_mu, q_sqrt)
-        # the public names first, so that gpflow's print_summary and parameter_dict show them first
+        # held under the parametrisation's names only, so that gpflow's print_summary and parameter_dict
+        # show each once (a tuple attribute of them showed them twice)
         for name, value in zip(self.parametrisation.names, xi):
             setattr(self, name, tf.Variable(value, dtype=dtype, name=name, trainable=True))
-        self._xi = tuple(getattr(self, name) for name in self.parametrisation.names)
+
+    @property
+    def _xi(self) -> Tuple[tf.Variable, tf.Variable]:
+        return tuple(getattr(self, name) for name in self.parametrisation.names)
 
     @property
     def xi(self) -> Tuple[tf.Variable, tf.Variable]:
