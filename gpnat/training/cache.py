@@ -15,8 +15,9 @@ float, int and jitter, the identity of each module, variable and trainable
 variable of the model, and each module's plain Python attributes (e.g.
 ``num_data``, ``whiten``), read afresh at every call. A γ schedule other
 than gpnat's own classes (say ``lambda t: settings["gamma"]``) may read
-anything, so it is keyed by its values at :data:`PROBE_STEPS` too, computed
-at every call. Anything else changed,
+anything, so it is keyed by its traced graph too, traced at every call
+(milliseconds): the Python values it reads are constants there, a
+``tf.Variable`` it reads is not (:func:`schedule_graph`). Anything else changed,
 or anything not a plain value reassigned, gives a new key: the loop is traced
 anew and replaces the old one, so a model holds at most one. ``train`` under
 a ``tf.distribute`` strategy, or with ``compile=False``, keeps nothing.
@@ -34,23 +35,34 @@ __all__ = ["Compiled", "Configuration", "configuration", "forget", "keep", "look
 _ATTRIBUTE = "_gpnat_compiled"
 _PLAIN = (bool, int, float, str, bytes, type(None))
 
-#: the steps t at which a schedule that is not one of gpnat's classes is evaluated for the key
-PROBE_STEPS = (1, 2, 3, 5, 10, 20, 50, 100, 300, 1000, 3000, 10 ** 4, 10 ** 5, 10 ** 6)
+def _gamma_of(schedule):
+    def gamma_of(t):
+        return tf.convert_to_tensor(schedule(t))
+
+    return gamma_of
 
 
-def schedule_values(schedule) -> Tuple:
-    """What the traced loop bakes in of a γ schedule that gpnat does not know: its values at
-    :data:`PROBE_STEPS` (evaluated eagerly; ``()`` for gpnat's schedules, whose plain attributes say
-    it all). A value that cannot be read is keyed by its error's type: the call then reports it."""
+def schedule_graph(schedule, key: "Configuration") -> Tuple:
+    """What the traced loop bakes in of a γ schedule that gpnat does not know: the graph of
+    ``schedule(t)`` for an integer tensor t, with the Python values it reads as constants, and the
+    identities of what it captures (a ``tf.Variable`` it reads is captured, not baked in: its value
+    may change without a new trace). ``()`` for gpnat's schedules, whose plain attributes say it all;
+    an error's type for one that cannot be traced (the call then reports it)."""
     if type(schedule) in (Constant, IncreasingRate, LogLinear):
         return ()
-    values = []
-    for t in PROBE_STEPS:
+    spec = tf.TensorSpec([], tf.int64)
+    for autograph in (False, True):  # with AutoGraph, as train retraces a loop whose code needs it
         try:
-            values.append(repr(float(np.asarray(schedule(tf.constant(t, tf.int64))))))
+            traced = tf.function(_gamma_of(schedule), autograph=autograph).get_concrete_function(spec)
+            break
+        except tf.errors.OperatorNotAllowedInGraphError as error:
+            failure = type(error).__name__
         except Exception as error:  # noqa: BLE001 - only a key: train's own evaluation reports it
-            values.append(type(error).__name__)
-    return tuple(values)
+            return (type(error).__name__,)
+    else:
+        return (failure,)
+    graph = traced.graph.as_graph_def().SerializeToString(deterministic=True)
+    return (graph, tuple(key.identity(x) for x in traced.captured_inputs))
 
 
 class Configuration:
@@ -96,7 +108,7 @@ def configuration(model, natgrad, default_natgrad: bool, **settings) -> Configur
     elif default_natgrad:  # a new object each call: only its settings matter
         optimizer = ("default", repr(natgrad))
     else:  # the user's object, state and all
-        optimizer = (key.modules(natgrad), key.attributes(natgrad.gamma), schedule_values(natgrad.gamma))
+        optimizer = (key.modules(natgrad), key.attributes(natgrad.gamma), schedule_graph(natgrad.gamma, key))
     key.value = (
         type(model), key.modules(model), key.variables(model.variables), key.variables(model.trainable_variables),
         optimizer, gpflow.default_float(), gpflow.default_int(), gpflow.default_jitter(),

@@ -604,6 +604,8 @@ def _batches(model, data, batch_size, seed, strategy=None):
     _check_against_model(model, X, Y)
     N = X.shape[0]
     num_data = getattr(model, "num_data", None)
+    if tf.is_tensor(num_data) or isinstance(num_data, tf.Variable):  # gpflow's VGP holds a Parameter
+        num_data = int(np.asarray(num_data))
     if batch_size is not None and batch_size < N and num_data is None:
         raise ValueError(
             f"minibatch training needs the model's num_data = N = {N} to scale the ELBO "
