@@ -108,6 +108,14 @@ def test_defaults_follow_the_likelihood_and_the_batch(rng):
     np.testing.assert_allclose(history.gamma, expected, rtol=1e-12)
     assert gpnat.train(model, data, iterations=2, natgrad=None, progress=False).mode == "adam"
     assert gpnat.train(model, data, iterations=2, adam_lr=None, progress=False).mode == "natgrad"
+    # a diagonal q(u) is not conjugate even to a Gaussian likelihood: the warm-up, fused (DIAGONAL.md)
+    X, Y = data
+    diagonal = gpnat.SVGP(make_kernel(), gpflow.likelihoods.Gaussian(0.3), X[:M].copy(), num_data=N, q_diag=True)
+    history = gpnat.train(diagonal, data, iterations=3, progress=False)
+    assert history.mode == "fused"
+    np.testing.assert_allclose(history.gamma, expected, rtol=1e-12)
+    assert gpnat.train(diagonal, data, iterations=2, natgrad=gpnat.NaturalGradient(1.0),
+                       progress=False).mode == "fused"
 
 
 def test_q_is_kept_out_of_adam_and_hyperparameters_out_of_natgrad(rng):
