@@ -177,9 +177,10 @@ def train(
         variable when ``natgrad=None``); ``None`` keeps them fixed (natural
         gradients only). The default 0.03 was chosen by
         ``benchmarks/bench_robustness.py`` (ROBUSTNESS.md, "Adam's learning
-        rate"): it ended above 0.01 in all 18 runs of Adam-only and of the
+        rate"): it ended above 0.01 in all 44 runs of Adam-only and of the
         default training (300 and 3,000 iterations); 0.1 was ahead at 300
-        iterations but mostly behind 0.03 at 3,000, with rollbacks.
+        iterations, but at 3,000 behind 0.03 in six of ten Adam-only runs,
+        with rollbacks.
     :param adam_betas: Adam's decay rates (β₁, β₂) of its first and second
         moment estimates, each in [0, 1); the default is Adam's usual
         (0.9, 0.999), as in gpflow and the paper. In ROBUSTNESS.md ("Adam's
