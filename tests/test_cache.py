@@ -195,9 +195,9 @@ def test_the_key_holds_what_it_names_by_identity():
     assert cache.configuration(model, None, False, mode="adam") == cache.configuration(model, None, False, mode="adam")
 
 
-def test_a_plain_callable_schedule_is_keyed_by_its_values():
-    """A lambda reading a setting: a changed setting traces anew (the old trace baked in the old γ),
-    an unchanged one reuses the loop; each call's γ is the setting's."""
+def test_a_plain_callable_schedule_is_keyed_by_what_its_trace_bakes_in():
+    """A lambda reading a Python setting: a changed setting traces anew (the old trace baked in the
+    old γ), an unchanged one reuses the loop; each call's γ is the setting's."""
     settings = {"gamma": 0.1}
     natgrad = gpnat.NaturalGradient(lambda t: settings["gamma"])
     model, data = _model()

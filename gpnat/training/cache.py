@@ -35,12 +35,6 @@ __all__ = ["Compiled", "Configuration", "configuration", "forget", "keep", "look
 _ATTRIBUTE = "_gpnat_compiled"
 _PLAIN = (bool, int, float, str, bytes, type(None))
 
-def _gamma_of(schedule):
-    def gamma_of(t):
-        return tf.convert_to_tensor(schedule(t))
-
-    return gamma_of
-
 
 def schedule_graph(schedule, key: "Configuration") -> Tuple:
     """What the traced loop bakes in of a γ schedule that gpnat does not know: the graph of
@@ -50,10 +44,13 @@ def schedule_graph(schedule, key: "Configuration") -> Tuple:
     an error's type for one that cannot be traced (the call then reports it)."""
     if type(schedule) in (Constant, IncreasingRate, LogLinear):
         return ()
+    def gamma_of(t):
+        return tf.convert_to_tensor(schedule(t))
+
     spec = tf.TensorSpec([], tf.int64)
     for autograph in (False, True):  # with AutoGraph, as train retraces a loop whose code needs it
         try:
-            traced = tf.function(_gamma_of(schedule), autograph=autograph).get_concrete_function(spec)
+            traced = tf.function(gamma_of, autograph=autograph).get_concrete_function(spec)
             break
         except tf.errors.OperatorNotAllowedInGraphError as error:
             failure = type(error).__name__
