@@ -6,8 +6,9 @@ Roles:
   once on one device and once under ``MirroredStrategy`` over both, and checks
   the bad-input errors that need two replicas;
 * ``--role worker``: one worker of a ``MultiWorkerMirroredStrategy`` (``TF_CONFIG``
-  set by the caller), training every mode, a Dataset and a long run (or one
-  mode, with checkpoints and an optional crash).
+  set by the caller), training every mode, a Dataset and a long run; with
+  ``--checkpoint-dir`` the fused run checkpoints there (and resumes from what it
+  finds), and with ``--crash-at`` the process dies at that iteration.
 
 Results (ELBO traces and final variables) go to ``--out`` as an .npz file.
 """
@@ -141,7 +142,7 @@ def worker(out, modes, checkpoint_dir, crash_at, iterations):
     results = {}
     for mode in modes:
         kwargs = {}
-        if checkpoint_dir:
+        if checkpoint_dir and mode == "fused":  # resumed from there after a crash; the other modes start afresh
             kwargs = dict(checkpoint_dir=checkpoint_dir, checkpoint_every=5)
         if crash_at:
             def crash(iteration, history):
@@ -149,7 +150,7 @@ def worker(out, modes, checkpoint_dir, crash_at, iterations):
                     os._exit(3)  # killed mid-run: no clean-up, no checkpoint
             kwargs["callbacks"] = [crash]
         results[f"worker/{mode}"] = run(gpnat, gpflow, mode, strategy, iterations=iterations, **kwargs)
-    if not checkpoint_dir:
+    if not crash_at:
         results["worker/dataset"] = run(gpnat, gpflow, "fused", strategy, dataset=True)
         results["worker/long"] = run(gpnat, gpflow, "fused", strategy, iterations=LONG_ITERATIONS)
         with open(out + ".errors", "w") as f:

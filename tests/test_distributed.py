@@ -106,16 +106,30 @@ def test_mirrored_streamed_batch_with_nan_stops_by_name(mirrored_results):
 
 @pytest.fixture(scope="module")
 def multi_worker_results(tmp_path_factory):
-    """The results (and error lines) of both workers of one two-process run of every mode."""
-    procs = _start_workers(tmp_path_factory.mktemp("multi_worker"), 2)
+    """A two-process run killed during its first (fused, checkpointed) training, then restarted: the
+    restart resumes that training and goes on to every other mode. Returns the crashed worker's exit
+    code, the checkpoint the crash left, and the results (and error lines) of both restarted workers."""
+    tmp = tmp_path_factory.mktemp("multi_worker")
+    checkpoints = tmp / "checkpoints"
+    args = ["--checkpoint-dir", str(checkpoints)]
+    # worker 1 dies at iteration 13 (last checkpoint: 10); its peer then waits on it and is stopped too
+    crashed = _start_workers(tmp, 2, [*args, "--modes", "fused", "--crash-at", "13"], tag="crash")
+    crash_code = crashed[1][0].wait(timeout=600)
+    crashed[0][0].kill()
+    crashed[0][0].wait()
+    for _, _, log in crashed:
+        log.close()
+    latest = (checkpoints / "latest").read_text().strip()
+    procs = _start_workers(tmp, 2, args, tag="restart")
     codes = _wait(procs)
-    assert codes == [0, 0], [Path(p[1]).with_suffix(".log").read_text()[-2000:] for p in procs]
-    return [(_load(out), Path(out + ".errors").read_text()) for _, out, _ in procs]
+    assert codes == [0, 0], [(tmp / f"restart-worker{i}.log").read_text()[-2000:] for i in range(2)]
+    workers = [(_load(out), Path(out + ".errors").read_text()) for _, out, _ in procs]
+    return dict(crash_code=crash_code, latest=latest, workers=workers)
 
 
 def test_multi_worker_strategy_with_two_processes_equals_one_device(mirrored_results, multi_worker_results):
     results, _ = mirrored_results
-    for workers, errors in multi_worker_results:
+    for workers, errors in multi_worker_results["workers"]:
         for mode in MODES + ["dataset"]:
             _assert_same(workers[f"worker/{mode}"], results[f"single/{mode}"])
         # a Dataset batch with NaN on one worker's shard
@@ -126,28 +140,21 @@ def test_multi_worker_strategy_with_two_processes_equals_one_device(mirrored_res
 def test_workers_agree_on_the_size_of_every_compiled_call(multi_worker_results):
     """steps_per_call="auto" sizes calls from each process's clock; the workers must still run the same
     calls (else their all-reduces never pair up and both wait forever), here over 400 iterations."""
-    first, second = (workers["worker/long"] for workers, _ in multi_worker_results)
+    first, second = (workers["worker/long"] for workers, _ in multi_worker_results["workers"])
     for name in first:
         np.testing.assert_array_equal(first[name], second[name])
     assert len(first["elbo"]) == 400
 
 
-def test_a_killed_worker_restarted_resumes_from_the_checkpoint(mirrored_results, tmp_path):
+def test_a_killed_worker_restarted_resumes_from_the_checkpoint(mirrored_results, multi_worker_results):
+    """The fused training of the multi-worker run, killed at iteration 13 and restarted, equals the
+    uninterrupted single-device run (its saved history continued)."""
+    assert multi_worker_results["crash_code"] == 3
+    assert multi_worker_results["latest"] == "ckpt-000000010"
     results, _ = mirrored_results
-    checkpoints = tmp_path / "checkpoints"
-    args = ["--modes", "fused", "--checkpoint-dir", str(checkpoints)]
-    # worker 1 dies at iteration 13 (last checkpoint: 10); its peer then waits on it and is stopped too
-    first = _start_workers(tmp_path, 2, [*args, "--crash-at", "13"], tag="crash")
-    assert first[1][0].wait(timeout=600) == 3
-    first[0][0].kill()
-    first[0][0].wait()
-    for _, _, log in first:
-        log.close()
-    assert (checkpoints / "latest").read_text().strip() == "ckpt-000000010"
-    second = _start_workers(tmp_path, 2, args, tag="restart")
-    assert _wait(second) == [0, 0]
-    for _, out, _ in second:
-        _assert_same(_load(out)["worker/fused"], results["single/fused"])
+    for workers, _ in multi_worker_results["workers"]:
+        assert len(workers["worker/fused"]["elbo"]) == len(results["single/fused"]["elbo"])
+        _assert_same(workers["worker/fused"], results["single/fused"])
 
 
 @pytest.mark.parametrize(
