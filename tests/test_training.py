@@ -155,7 +155,7 @@ def test_minibatches_cover_each_epoch_once_and_are_reproducible():
     assert not np.array_equal(epoch, next_epoch)
 
 
-@pytest.mark.parametrize("n", [2, 3, 4, 5, 63, 64, 65, 1000, 4097])
+@pytest.mark.parametrize("n", [2, 4, 5, 63, 64, 65, 1000, 4097])  # 3 has the domain of 2 and 4
 def test_each_epoch_order_is_a_permutation_computed_batch_by_batch(n):
     """The keyed Feistel order (with cycle-walking) visits every row once per epoch, differs between
     epochs and seeds, and is the same computed whole or in pieces, eagerly or compiled."""
@@ -999,9 +999,9 @@ def _chunked_run(rng_seed, steps_per_call, data_kind="arrays", **kwargs):
                                     dict(data_kind="dataset"), dict(jit_compile=True)],
                          ids=["alternating", "fused", "adam", "natgrad", "tf.data", "xla"])
 def test_results_do_not_depend_on_the_iterations_per_call(kwargs):
-    """One iteration per compiled call, 7 per call, and 'auto' (calls of growing size) agree to 1e-12
-    (under XLA, whose compilation of each new model takes seconds, 1 and 'auto' only)."""
-    sizes = (1, "auto") if kwargs.get("jit_compile") else (1, 7, "auto")
+    """One iteration per compiled call and 'auto' (calls of growing size, so boundaries everywhere) agree
+    to 1e-12; so do 7 per call for the two hybrid modes (each new model's trace takes seconds)."""
+    sizes = (1, 7, "auto") if set(kwargs) <= {"fused"} else (1, "auto")
     runs = [_chunked_run(5, spc, **kwargs) for spc in sizes]
     (reference_model, reference), others = runs[0], runs[1:]
     assert reference.calls == 40 and runs[-1][1].calls < 40
