@@ -80,7 +80,7 @@ class NonConjugateSettings:
         return cls(
             datasets=("banana", "wine_classes"), splits=(0,), num_inducing=8, iterations=20, eval_every=10,
             parametrisations=("natural", "mean_cholesky"), n_synthetic=100,
-            schedules={"const1": ("constant", 1.0), "loglinear": ("loglinear", 1e-4, 0.1, 5)},
+            schedules={"loglinear": ("loglinear", 1e-4, 0.1, 5)},
         )
 
 
