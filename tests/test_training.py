@@ -1,6 +1,8 @@
 """gpnat.train: modes, compiled iteration, safe steps, checkpoints, progress and History."""
 
 import gc
+import json
+import math
 import re
 import warnings
 
@@ -522,6 +524,27 @@ def test_callbacks_and_history_plot(rng, tmp_path):
     assert "\n" not in text and text.startswith(f"History(mode={history.mode!r}, iterations 1–6, ")
     assert f"{history.elbo[-1]:.6g}" in text and "recoveries 0" in text
     assert repr(History()) == "History(mode='', no iterations)"
+
+
+def test_a_history_with_nan_and_infinities_is_written_as_strict_json(tmp_path):
+    """A run stopped at a −∞ ELBO (or Adam-only's NaN γ) still gives a file any JSON parser reads."""
+    history = History(iteration=[1, 2, 3], elbo=[-math.inf, math.nan, -1.5], gamma=[math.nan, 0.1, math.inf],
+                      rejections=[0, 0, 1], time=[0.5, 0.6, 0.7], failure=[1, 1, 0], scale=[1.0, 0.5, 0.5],
+                      mode="fused", compile_time=0.4)
+    history.to_json(tmp_path / "h.json")
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    json.loads((tmp_path / "h.json").read_text(), parse_constant=refuse)
+    back = History.from_json(tmp_path / "h.json")
+    for name in ("elbo", "gamma", "time", "scale"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(history, name), err_msg=name)  # NaN == NaN here
+    assert (back.iteration, back.failure, back.mode, back.compile_time) == ([1, 2, 3], [1, 1, 0], "fused", 0.4)
+    # a file written before (bare -Infinity and NaN, γ's NaN as null) still reads back
+    (tmp_path / "old.json").write_text('{"elbo": [-Infinity, NaN], "gamma": [null, 0.1], "mode": "adam"}')
+    old = History.from_json(tmp_path / "old.json")
+    assert old.elbo[0] == -math.inf and math.isnan(old.elbo[1]) and math.isnan(old.gamma[0])
 
 
 @pytest.mark.parametrize(

@@ -106,15 +106,20 @@ class History:
                 f"rejected proposals {self.total_rejections}, {calls}, traced {self.num_traces}×)")
 
     def to_json(self, path: Union[str, Path]) -> None:
-        """Write the history to a JSON file (NaN written as null)."""
+        """Write the history to a file of strict JSON, which has no NaN or infinity: a NaN float is
+        written as null, +∞ and −∞ as the strings ``"Infinity"`` and ``"-Infinity"``
+        (:meth:`from_json` reads them back)."""
         data = asdict(self)
-        data["gamma"] = [None if math.isnan(g) else g for g in self.gamma]
-        Path(path).write_text(json.dumps(data))
+        for name in _FLOATS:
+            data[name] = _encode(data[name])
+        Path(path).write_text(json.dumps(data, allow_nan=False))
 
     @classmethod
     def from_json(cls, path: Union[str, Path]) -> "History":
-        data = json.loads(Path(path).read_text())
-        data["gamma"] = [math.nan if g is None else g for g in data["gamma"]]
+        data = json.loads(Path(path).read_text())  # also reads the bare NaN / -Infinity of older files
+        for name in _FLOATS:
+            if name in data:
+                data[name] = _decode(data[name])
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -137,3 +142,24 @@ class History:
         if label or self.mode:
             ax.legend()
         return ax
+
+
+#: History's float fields (lists, and compile_time), which may hold NaN or ±∞
+_FLOATS = ("elbo", "gamma", "time", "scale", "compile_time")
+
+
+def _encode(value):
+    """A float, or a list of them, as strict JSON values: NaN → None, ±∞ → "Infinity" / "-Infinity"."""
+    if isinstance(value, list):
+        return [_encode(v) for v in value]
+    value = float(value)
+    if math.isnan(value):
+        return None
+    return ("Infinity" if value > 0 else "-Infinity") if math.isinf(value) else value
+
+
+def _decode(value):
+    """The inverse of :func:`_encode`."""
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return math.nan if value is None else float(value)
