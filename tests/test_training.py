@@ -903,6 +903,27 @@ def test_a_rolled_back_iteration_restores_every_variable_and_slot_bitwise(rng, m
     assert checked >= 1
 
 
+def test_a_q_frozen_gpflows_way_is_stepped_and_rolled_back_like_a_trainable_one(rng):
+    """gpflow's natural-gradient recipe freezes q_mu and q_sqrt (set_trainable False) so that Adam
+    leaves them to the natural step: training such a model equals training it unfrozen, bitwise,
+    rolled-back iterations included (they left the stepped q(u) in place, and the run diverged)."""
+    X, Y = regression_data(rng, N=N)
+    runs = []
+    for frozen in (False, True):
+        model = gpflow.models.SVGP(make_kernel(), gpflow.likelihoods.Gaussian(0.01), X[:M].copy(), num_data=N)
+        if frozen:
+            gpflow.set_trainable(model.q_mu, False)
+            gpflow.set_trainable(model.q_sqrt, False)
+        history = gpnat.train(model, (X, Y), iterations=12, natgrad=gpnat.NaturalGradient(1.0, coordinates=None),
+                              progress=False)
+        runs.append((history, [v.numpy() for v in model.variables]))
+    (h_free, v_free), (h_frozen, v_frozen) = runs
+    assert h_free.recoveries >= 2 and h_frozen.failure == h_free.failure
+    np.testing.assert_array_equal(h_frozen.elbo, h_free.elbo)
+    for a, b in zip(v_frozen, v_free):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_tf_data_minibatches_need_num_data(rng):
     model, (X, Y) = _model(rng, num_data=None)
     dataset = tf.data.Dataset.from_tensor_slices((X, Y))

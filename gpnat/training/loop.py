@@ -325,7 +325,10 @@ def train(
                 adam = tf_keras.optimizers.Adam(learning_rate=adam_lr, beta_1=adam_betas[0], beta_2=adam_betas[1])
                 adam.build(adam_vars)
             counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_iteration")
-        state = list(model.trainable_variables) + (list(adam.variables) if adam is not None else [])
+        # a q(u) frozen gpflow's way (set_trainable(..., False), so that Adam leaves it) is still the
+        # natural step's: its variables are saved and rolled back with the rest
+        stepped = list(model.trainable_variables) + (q_vars if natgrad is not None else [])
+        state = _unique(stepped) + (list(adam.variables) if adam is not None else [])
         if natgrad is not None:
             state.append(natgrad.iterations)
         with scope():
