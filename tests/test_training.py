@@ -961,15 +961,22 @@ def _resume_into(model, data, tmp_path, **kwargs):
         ({}, dict(natgrad=None), "the mode differs: the checkpoint has 'fused', this training 'adam'"),
         (dict(M=M + 2), {},
          rf"'\.inducing_variable\.Z' is float64 \[{M}, 2\] in the checkpoint, float64 \[{M + 2}, 2\] here"),
+        # the same number of variables of the same shapes, in another role: Gaussian variance, Student-t scale
+        (dict(likelihood=gpflow.likelihoods.StudentT(scale=0.3)), {},
+         r"the checkpoint saves the model's '\.likelihood\.variance' where this model has '\.likelihood\.scale'"),
+        (dict(freeze="lengthscales"), {},
+         r"the trainable variables differ: '\.kernel\.lengthscales' is trainable in the checkpoint, frozen here"),
     ],
-    ids=["storage", "mode", "shape"],
+    ids=["storage", "mode", "shape", "likelihood", "frozen"],
 )
 def test_a_checkpoint_of_another_training_is_refused_by_name(tmp_path, build, kwargs, match):
     _checkpoint_run(tmp_path, 5, checkpoint_dir=tmp_path / "ck", checkpoint_every=5)
     rng = np.random.default_rng(5)
     X, Y = regression_data(rng, N=N)
-    model = gpnat.SVGP(make_kernel(), gpflow.likelihoods.Gaussian(0.3), X[:build.pop("M", M)].copy(),
-                       num_data=N, **build)
+    likelihood, freeze = build.pop("likelihood", gpflow.likelihoods.Gaussian(0.3)), build.pop("freeze", None)
+    model = gpnat.SVGP(make_kernel(), likelihood, X[:build.pop("M", M)].copy(), num_data=N, **build)
+    if freeze:
+        gpflow.set_trainable(getattr(model.kernel, freeze), False)
     assert re.search(match, _resume_into(model, (X, Y), tmp_path, **kwargs))
 
 

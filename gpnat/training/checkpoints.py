@@ -37,6 +37,8 @@ def signature(model, storages: Sequence[str], mode: str, variables: Sequence[tf.
         "model": f"{type(model).__module__}.{type(model).__qualname__}",  # gpflow's SVGP is not gpnat's
         "storage": list(storages),
         "mode": mode,
+        # what Adam trains and recovery saves depends on it; the variables below count both
+        "trainable": sorted(paths[id(v)] for v in model.trainable_variables if id(v) in paths),
         "variables": [[paths.get(id(v), v.name), list(v.shape), v.dtype.name] for v in variables],
     }
 
@@ -47,6 +49,18 @@ def _mismatch(saved: dict, current: dict) -> Optional[str]:
         if saved.get(key) != current[key]:
             return f"{what} differs: the checkpoint has {saved.get(key)!r}, this training {current[key]!r}"
     old, new = saved.get("variables", []), current["variables"]
+    paths = [[name for name, *_ in entries if name.startswith(".")] for entries in (old, new)]
+    for path_old, path_new in zip(*paths):  # the model's own variables, by gpflow's path
+        if path_old != path_new:
+            return f"the checkpoint saves the model's {path_old!r} where this model has {path_new!r}"
+    if len(paths[0]) != len(paths[1]):
+        longer, where = (paths[0], "checkpoint") if len(paths[0]) > len(paths[1]) else (paths[1], "model here")
+        return f"the model's {longer[min(map(len, paths))]!r} is only in the {where}"
+    if "trainable" in saved and saved["trainable"] != current["trainable"]:  # (older checkpoints lack it)
+        was, now = set(saved["trainable"]), set(current["trainable"])
+        changes = [f"{path!r} is trainable in the checkpoint, frozen here" for path in sorted(was - now)]
+        changes += [f"{path!r} is frozen in the checkpoint, trainable here" for path in sorted(now - was)]
+        return "the trainable variables differ: " + changes[0]
     if len(old) != len(new):
         return f"the checkpoint saves {len(old)} variables, this training {len(new)}"
     for (name, *spec), (_, *now) in zip(old, new):
