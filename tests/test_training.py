@@ -713,6 +713,17 @@ def test_something_that_is_not_a_model_is_refused(rng):
         gpnat.train("model", data, iterations=2, progress=False)
 
 
+def test_adam_only_with_every_variable_frozen_is_nothing_to_train(rng):
+    model, data = _model(rng)
+    gpflow.set_trainable(model, False)
+    before = [v.numpy().copy() for v in model.variables]
+    with pytest.raises(ValueError, match="nothing to train: natgrad is None and no variable is trainable"):
+        gpnat.train(model, data, iterations=2, natgrad=None, progress=False)
+    for v, b in zip(model.variables, before):
+        np.testing.assert_array_equal(v.numpy(), b)
+    assert gpnat.train(model, data, iterations=2, progress=False).mode == "natgrad"  # q(u) is still stepped
+
+
 def test_a_single_callback_needs_no_list(rng):
     model, data = _model(rng)
     seen = []

@@ -284,6 +284,9 @@ def train(
     hyper_vars = [v for v in model.trainable_variables if id(v) not in q_ids]
     adam_vars = hyper_vars if natgrad is not None else list(model.trainable_variables)
     if adam_lr is not None and not adam_vars:
+        if natgrad is None:
+            raise ValueError("nothing to train: natgrad is None and no variable is trainable "
+                             "(every one was frozen with gpflow.set_trainable(..., False))")
         adam_lr = None  # nothing for Adam to do
 
     takes_data = _loss_takes_data(model, data, batch_size)
