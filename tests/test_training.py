@@ -570,6 +570,8 @@ def test_a_history_with_nan_and_infinities_is_written_as_strict_json(tmp_path):
         (dict(iterations=2, checkpoint_dir=3), TypeError, "checkpoint_dir must be a path"),
         (dict(iterations=2, fused="no"), TypeError, "fused must be True, False or None, got 'no'"),
         (dict(iterations=2, checkpoint_dir=__file__), ValueError, "checkpoint_dir must be a folder, but .* is a file"),
+        (dict(iterations=2, checkpoint_dir=f"{__file__}/ck"), ValueError,
+         "checkpoint_dir .* cannot be created: .* is a file"),
         (dict(iterations=2, callbacks=[1]), TypeError, "each callback must be callable"),
         (dict(iterations=2, callbacks=3), TypeError, "callbacks must be a sequence of callables"),
         (dict(iterations=2, recovery="strict"), TypeError, "recovery must be a gpnat.Recovery or None"),

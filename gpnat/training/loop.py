@@ -439,6 +439,13 @@ def _check_before_scope(model, recovery, strategy, seed, checkpoint_dir) -> None
             raise TypeError(f"checkpoint_dir must be a path (str or os.PathLike) or None, got {checkpoint_dir!r}")
         if Path(checkpoint_dir).exists() and not Path(checkpoint_dir).is_dir():
             raise ValueError(f"checkpoint_dir must be a folder, but {str(checkpoint_dir)!r} is a file")
+        existing = next(p for p in (Path(checkpoint_dir).absolute(), *Path(checkpoint_dir).absolute().parents)
+                        if p.exists())  # the folder, or the nearest folder the saves would create it in
+        if not existing.is_dir():
+            raise ValueError(f"checkpoint_dir {str(checkpoint_dir)!r} cannot be created: {str(existing)!r} is a file")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(f"checkpoint_dir {str(checkpoint_dir)!r} cannot be written: {str(existing)!r} is not "
+                             "writable")
 
 
 def _checked_callbacks(callbacks) -> tuple:
