@@ -477,6 +477,26 @@ def test_resume_after_a_rolled_back_last_iteration_equals_uninterrupted(tmp_path
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
+@pytest.mark.parametrize("error", [KeyboardInterrupt, StopIteration])
+def test_an_exception_from_a_callback_leaves_the_model_checked(error):
+    """Ctrl-C or an early-stopping rule raised from a callback stops the call before its final
+    check: the check runs all the same (iteration 1's update collapses, as the next iteration
+    would find, so the model is rolled back to its start), and the exception carries the History."""
+    model, data = _model(np.random.default_rng(5))
+    start = [v.numpy().copy() for v in model.variables]
+
+    def stop(iteration, history):
+        raise error("stop")
+
+    with pytest.raises(error) as raised:
+        gpnat.train(model, data, iterations=12, natgrad=gpnat.NaturalGradient(0.2, coordinates=None),
+                    progress=False, callbacks=stop)
+    assert raised.value.history.failure == [2]
+    for v, b in zip(model.variables, start):
+        np.testing.assert_array_equal(v.numpy(), b)
+    assert np.isfinite(model.elbo(data).numpy())
+
+
 def test_an_interrupted_save_never_corrupts_the_last_good_checkpoint(tmp_path, monkeypatch):
     _checkpoint_run(tmp_path, 5, checkpoint_dir=tmp_path / "ck", checkpoint_every=5)
     good = (tmp_path / "ck" / "latest").read_text()

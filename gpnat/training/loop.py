@@ -220,7 +220,9 @@ def train(
     :param callbacks: a callable or a sequence of callables, each called as
         ``callback(iteration, history)`` after each compiled call, with the last
         iteration run (every iteration when ``steps_per_call`` is 1, which
-        ``"auto"`` picks when there are callbacks).
+        ``"auto"`` picks when there are callbacks). An exception a callback
+        raises (or Ctrl-C) stops training after the final check of the last
+        updates, with the call's History as its ``history`` attribute.
     :param progress: show a tqdm progress bar with the ELBO estimate and γ.
     :param checkpoint_dir: save model, optimizers' state and step counter every
         ``checkpoint_every`` iterations (and at the end, before the final
@@ -377,6 +379,24 @@ def train(
                 error.history = history
                 raise error
 
+    def interrupted(error: BaseException, recorded: bool) -> None:
+        """A callback's exception or Ctrl-C stops the call before its final check: run that check, so
+        that the model is left in a checked state (rolled back if the last updates were bad), and hand
+        the call's History to the exception. ``recorded``: History holds the iterations run (Ctrl-C
+        inside a compiled call loses that call's records; its updates are checked all the same)."""
+        try:
+            if recorded:
+                check_last()
+            else:
+                run_chunk(0, iterator, source, check=True)
+        except (NaturalGradientError, FloatingPointError):
+            pass  # rolled back all the same; the exception that stopped the call goes on
+        if getattr(error, "history", None) is None:
+            try:
+                error.history = history
+            except AttributeError:  # an exception type that takes no attributes
+                pass
+
     try:
         if done >= iterations and done > 0:  # resumed with nothing left to run: the checkpoint is unchecked
             check_last()
@@ -387,7 +407,11 @@ def train(
             if checkpoint is not None:
                 n = min(n, checkpoint_every - done % checkpoint_every)
             start = clock.now()
-            records = [r.numpy() for r in run_chunk(n, iterator, source)]
+            try:
+                records = [r.numpy() for r in run_chunk(n, iterator, source)]
+            except KeyboardInterrupt as error:
+                interrupted(error, recorded=False)
+                raise
             end = clock.now()
             history.extend(done + 1, *records, start=start, end=end)
             if first and compile:
@@ -410,8 +434,13 @@ def train(
             if bar is not None:
                 _show(bar, k, history, natgrad is not None)
             with clock.paused():  # callbacks are not training time
-                for callback in callbacks:
-                    callback(done, history)
+                try:
+                    for callback in callbacks:
+                        callback(done, history)
+                except BaseException as error:
+                    if done < iterations:  # else the final check has run
+                        interrupted(error, recorded=True)
+                    raise
             size = agree(_next_size(steps_per_call, k, end - start, first=first))
             first = False
     finally:
