@@ -497,6 +497,32 @@ def test_an_exception_from_a_callback_leaves_the_model_checked(error):
     assert np.isfinite(model.elbo(data).numpy())
 
 
+def test_resume_after_a_non_finite_last_update_equals_uninterrupted(tmp_path):
+    """A checkpoint whose state is a diverged last update (ELBO −∞) resumes: the resumed call rolls
+    it back, as the next iteration of the uninterrupted run does, instead of refusing the state as
+    one no step can mend."""
+    rng = np.random.default_rng(1)
+    X = rng.uniform(-3, 3, size=(40, 1))
+    Y = rng.poisson(np.exp(3 + 2 * np.sin(2 * X))).astype(float)
+
+    def run(iterations, checkpoint_dir):
+        model = gpnat.SVGP(gpflow.kernels.SquaredExponential(), gpflow.likelihoods.Poisson(), X[:8].copy(),
+                           num_data=40)
+        natgrad = gpnat.NaturalGradient(5.0, coordinates=None)
+        history = gpnat.train(model, (X, Y), iterations=iterations, natgrad=natgrad, adam_lr=None, progress=False,
+                              checkpoint_dir=checkpoint_dir)
+        return model, history
+
+    full_model, full = run(12, tmp_path / "full")
+    assert full.failure[5] == 1  # iteration 5's update is not finite, as iteration 6 finds
+    _, first = run(5, tmp_path / "ck")
+    resumed_model, resumed = run(12, tmp_path / "ck")
+    assert resumed.failure == full.failure
+    np.testing.assert_array_equal(resumed.elbo, full.elbo)
+    for a, b in zip(resumed_model.variables, full_model.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
 def test_an_interrupted_save_never_corrupts_the_last_good_checkpoint(tmp_path, monkeypatch):
     _checkpoint_run(tmp_path, 5, checkpoint_dir=tmp_path / "ck", checkpoint_every=5)
     good = (tmp_path / "ck" / "latest").read_text()

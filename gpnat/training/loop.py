@@ -364,6 +364,7 @@ def train(
     # the loop: one compiled call per chunk of iterations; the host acts between calls
     agree = call_size_agreement(strategy)  # workers must run calls of the same sizes
     done = int(counter.numpy())
+    resumed = done > 0  # from a checkpoint, whose recovery state holds the last good state before it
     bar = _progress_bar(iterations, done, mode) if progress else None
     clock = _TrainingClock(history.time[-1] if history.time else 0.0)
     size, first = 1, True  # the first call traces: one iteration, so that compile_time is that call
@@ -418,8 +419,9 @@ def train(
                 history.compile_time = end - start
             k, failure = len(records[0]), int(records[1][-1]) if len(records[0]) else 0
             done += k
-            # a loss that is not finite at the state training starts from: no step can mend it
-            broken = first and failure == 1 and not np.isfinite(history.elbo[-1])
+            # a loss that is not finite at the state training starts from: no step can mend it (a checkpoint's
+            # state is the last iteration's, unchecked: rolled back like any other, as in the uninterrupted run)
+            broken = first and not resumed and failure == 1 and not np.isfinite(history.elbo[-1])
             if broken or (failure and int(guard.consecutive.numpy()) >= policy.max_consecutive):
                 error = _training_error(done, failure, recovery, policy, natgrad, qs, history, model, broken)
                 error.history = history
