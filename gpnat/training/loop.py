@@ -369,10 +369,11 @@ def train(
     clock = _TrainingClock(history.time[-1] if history.time else 0.0)
     size, first = 1, True  # the first call traces: one iteration, so that compile_time is that call
 
-    def check_last() -> None:
-        """The last iteration's updates, checked as the next iteration would; rolled back if bad."""
+    def check_last(recorded: bool = True) -> None:
+        """The last iteration's updates, checked as the next iteration would; rolled back if bad.
+        ``recorded``: History holds that iteration (else only the model is checked)."""
         last = int(run_chunk(0, iterator, source, check=True)[1].numpy()[-1])
-        if last and history.failure and not history.failure[-1]:
+        if recorded and last and history.failure and not history.failure[-1]:
             history.roll_back_last(last)
             # one more bad iteration in a row, as the next iteration would have counted it
             if int(guard.consecutive.numpy()) + 1 >= policy.max_consecutive:
@@ -386,10 +387,7 @@ def train(
         the call's History to the exception. ``recorded``: History holds the iterations run (Ctrl-C
         inside a compiled call loses that call's records; its updates are checked all the same)."""
         try:
-            if recorded:
-                check_last()
-            else:
-                run_chunk(0, iterator, source, check=True)
+            check_last(recorded)
         except (NaturalGradientError, FloatingPointError):
             pass  # rolled back all the same; the exception that stopped the call goes on
         if getattr(error, "history", None) is None:
@@ -468,10 +466,10 @@ def _check_before_scope(model, recovery, strategy, seed, checkpoint_dir) -> None
     if checkpoint_dir is not None:
         if not isinstance(checkpoint_dir, (str, os.PathLike)):
             raise TypeError(f"checkpoint_dir must be a path (str or os.PathLike) or None, got {checkpoint_dir!r}")
-        if Path(checkpoint_dir).exists() and not Path(checkpoint_dir).is_dir():
+        folder = Path(checkpoint_dir).absolute()
+        existing = next(p for p in (folder, *folder.parents) if p.exists())  # it, or where saves would create it
+        if existing == folder and not folder.is_dir():
             raise ValueError(f"checkpoint_dir must be a folder, but {str(checkpoint_dir)!r} is a file")
-        existing = next(p for p in (Path(checkpoint_dir).absolute(), *Path(checkpoint_dir).absolute().parents)
-                        if p.exists())  # the folder, or the nearest folder the saves would create it in
         if not existing.is_dir():
             raise ValueError(f"checkpoint_dir {str(checkpoint_dir)!r} cannot be created: {str(existing)!r} is a file")
         if not os.access(existing, os.W_OK | os.X_OK):
