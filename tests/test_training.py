@@ -447,6 +447,12 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
     for a, b in zip(resumed_model.trainable_variables, model.trainable_variables):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12)
     assert len(list((tmp_path / "ck").glob("ckpt-*"))) <= 2
+    # asking for fewer iterations than the checkpoint holds cannot rewind it: a warning says so
+    with pytest.warns(UserWarning, match="is at iteration 20, past iterations=15: nothing was trained"):
+        later_model, _, _, later = _checkpoint_run(tmp_path, 15, checkpoint_dir=tmp_path / "ck")
+    assert later.iteration == list(range(1, 21))
+    for a, b in zip(later_model.trainable_variables, resumed_model.trainable_variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
 def _rollback_run(iterations, checkpoint_dir=None):

@@ -398,6 +398,10 @@ def train(
 
     try:
         if done >= iterations and done > 0:  # resumed with nothing left to run: the checkpoint is unchecked
+            if done > iterations:
+                warnings.warn(f"the checkpoint in {checkpoint_dir} is at iteration {done}, past iterations="
+                              f"{iterations}: nothing was trained, and the model holds the checkpoint's state "
+                              f"(iteration {done}), not that of iteration {iterations}", stacklevel=2)
             check_last()
         while done < iterations:
             n = min(size, iterations - done)
