@@ -6,7 +6,7 @@ Roles:
   once on one device and once under ``MirroredStrategy`` over both, and checks
   the bad-input errors that need two replicas;
 * ``--role worker``: one worker of a ``MultiWorkerMirroredStrategy`` (``TF_CONFIG``
-  set by the caller), training every mode, a Dataset and a long run; with
+  set by the caller), training the ``--modes`` given, a Dataset and a long run; with
   ``--checkpoint-dir`` the fused run checkpoints there (and resumes from what it
   finds), and with ``--crash-at`` the process dies at that iteration.
 
