@@ -4,6 +4,7 @@ import gc
 import json
 import math
 import re
+import shutil
 import warnings
 
 import gpflow
@@ -1019,6 +1020,14 @@ def test_unfinished_saves_are_cleaned_up_at_the_next_start(tmp_path):
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["ckpt-000000005", "ckpt-000000007", "latest"]
 
 
+@pytest.fixture(scope="module")
+def written_checkpoint(tmp_path_factory):
+    """The folder of a 5-iteration run's checkpoint (copied by each test that resumes from it)."""
+    tmp_path = tmp_path_factory.mktemp("written")
+    _checkpoint_run(tmp_path, 5, checkpoint_dir=tmp_path / "ck", checkpoint_every=5)
+    return tmp_path / "ck"
+
+
 def _resume_into(model, data, tmp_path, **kwargs):
     before = [v.numpy().copy() for v in model.variables]
     with pytest.raises(ValueError, match="cannot resume from the checkpoint") as raised:
@@ -1045,8 +1054,8 @@ def _resume_into(model, data, tmp_path, **kwargs):
     ],
     ids=["storage", "mode", "shape", "likelihood", "frozen"],
 )
-def test_a_checkpoint_of_another_training_is_refused_by_name(tmp_path, build, kwargs, match):
-    _checkpoint_run(tmp_path, 5, checkpoint_dir=tmp_path / "ck", checkpoint_every=5)
+def test_a_checkpoint_of_another_training_is_refused_by_name(tmp_path, written_checkpoint, build, kwargs, match):
+    shutil.copytree(written_checkpoint, tmp_path / "ck")
     rng = np.random.default_rng(5)
     X, Y = regression_data(rng, N=N)
     likelihood, freeze = build.pop("likelihood", gpflow.likelihoods.Gaussian(0.3)), build.pop("freeze", None)
