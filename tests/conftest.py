@@ -8,12 +8,12 @@ from gpnat.parametrisations import PARAMETRISATIONS
 gpflow.config.set_default_float(np.float64)
 
 #: the test files that take longest, longest first, from `pytest --durations=0` (seconds summed over a
-#: file's tests on a 2-core machine, 2026-12-02): training 609, distributed 386, notebooks 328,
-#: experiments 165, cache 164, natgrad 145, svgp 110, multioutput 100; every other file took under 60.
+#: file's tests on a 2-core machine, 2026-12-03): training 385, distributed 152, natgrad 116, cache 113,
+#: notebooks 97, multioutput 95, svgp 80, experiments 62; every other file took under 40.
 #: `make test` hands whole files to its processes (--dist loadfile) in collection order
 #: (--no-loadscope-reorder), so the long files start first and the short ones fill in at the end.
-SLOWEST_FILES = ["test_training.py", "test_distributed.py", "test_notebooks.py", "test_experiments.py",
-                 "test_cache.py", "test_natgrad.py", "test_svgp.py", "test_multioutput.py"]
+SLOWEST_FILES = ["test_training.py", "test_distributed.py", "test_natgrad.py", "test_cache.py",
+                 "test_notebooks.py", "test_multioutput.py", "test_svgp.py", "test_experiments.py"]
 
 #: every parametrisation gpnat ships; a new one gets the whole battery by being registered
 ALL_PARAMETRISATIONS = [cls() for cls in PARAMETRISATIONS.values()]
