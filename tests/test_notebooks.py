@@ -12,13 +12,13 @@ The committed notebooks carry the outputs of a full-size run. To refresh them::
     .venv/bin/python tests/test_notebooks.py            # all notebooks, full size, in place
     .venv/bin/python tests/test_notebooks.py notebooks/regression.ipynb
 """
+import contextlib
 import json
 import os
 import re
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -76,10 +76,10 @@ def strip_native_logs(nb) -> None:
         cell["outputs"] = kept
 
 
-@contextmanager
-def notebook_kernel(scale: str, env=None):
+@contextlib.contextmanager
+def notebook_kernel(scale: str, env=None, cwd: Path = NOTEBOOK_DIR):
     """A running ``python3`` kernel (this interpreter) whose environment has GPNAT_NOTEBOOK_SCALE=scale
-    and the variables in ``env``, started in notebooks/; shut down on exit."""
+    and the variables in ``env``, started in ``cwd``; shut down on exit."""
     env = {"GPNAT_NOTEBOOK_SCALE": scale, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     if scale == "full":
         env["GPNAT_NOTEBOOK_SCALE"] = None
@@ -92,7 +92,7 @@ def notebook_kernel(scale: str, env=None):
                 os.environ[k] = v
         with tempfile.TemporaryDirectory() as kernel_dir:
             km = kernel_manager(Path(kernel_dir))
-            km.start_kernel(cwd=str(NOTEBOOK_DIR))
+            km.start_kernel(cwd=str(cwd))
             try:
                 yield km
             finally:  # a kernel left running holds ~1 GB
@@ -117,19 +117,20 @@ def execute(path: Path, scale: str, timeout: int, write: bool = False, env=None,
     import nbformat
     from nbclient import NotebookClient
 
-    if km is None:
-        with notebook_kernel(scale, env) as km:
-            return execute(path, scale, timeout, write, km=km)
-    nb = nbformat.read(path, as_version=4)
-    nb.cells.insert(0, nbformat.v4.new_code_cell(RESET))
-    client = NotebookClient(nb, km=km, kernel_name=KERNEL_NAME, timeout=timeout,
-                            resources={"metadata": {"path": str(path.parent)}})
-    try:
-        client.execute()
-    finally:
-        if client.kc is not None:
-            client.kc.stop_channels()
-    del nb.cells[0]
+    shared = km is not None
+    with contextlib.nullcontext(km) if shared else notebook_kernel(scale, env, path.parent) as km:
+        nb = nbformat.read(path, as_version=4)
+        if shared:
+            nb.cells.insert(0, nbformat.v4.new_code_cell(RESET))
+        client = NotebookClient(nb, km=km, kernel_name=KERNEL_NAME, timeout=timeout,
+                                resources={"metadata": {"path": str(path.parent)}})
+        try:
+            client.execute()
+        finally:
+            if client.kc is not None:
+                client.kc.stop_channels()
+        if shared:
+            del nb.cells[0]
     if write:
         strip_native_logs(nb)
         nb.metadata.pop("widgets", None)
