@@ -260,3 +260,22 @@ def test_softmax_takes_its_class_labels_as_integers(rng):
         gpnat.train(ref, data, iterations=3, progress=False)
     for v, b in zip(ref.trainable_variables, before):
         np.testing.assert_array_equal(v.numpy(), b)
+
+
+def test_a_compiled_step_on_data_with_nan_raises_before_it_changes_anything(rng):
+    """The in-graph data check gates what is computed from the data: a step written gpflow's way in a
+    tf.function, on an X with NaN in a column the kernel does not read, raises and changes neither
+    q(u) nor the optimizer (it used to apply the step in about half the calls)."""
+    X, Y = regression_data(rng, N=N)
+    X[3, 1] = np.nan
+    model = gpnat.SVGP(gpflow.kernels.SquaredExponential(active_dims=[0]), gpflow.likelihoods.Gaussian(0.1),
+                       np.column_stack([np.linspace(-1, 1, M), np.zeros(M)]), num_data=N)
+    opt = gpnat.NaturalGradient(1.0)
+    step = tf.function(lambda x, y: opt.minimize(lambda: model.training_loss((x, y)), model.q))
+    state = [v.numpy().copy() for v in [*model.q.xi, *opt.variables]]
+    for _ in range(6):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="X contains NaN or inf"):
+            step(tf.constant(X), tf.constant(Y))
+        for v, b in zip([*model.q.xi, *opt.variables], state):
+            np.testing.assert_array_equal(v.numpy(), b)
+

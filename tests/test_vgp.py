@@ -150,6 +150,18 @@ def test_predict_f_checks_xnew(rng):
         model.predict_f(X, full_output_cov=True)
 
 
+def test_predict_log_density_checks_y_as_svgp_does(rng):
+    """Y* must have the columns the likelihood takes: gpflow broadcasts a 2-column Y* against one
+    output and returns densities of the wrong sum, in the expected shape."""
+    X, Y = regression_data(rng, N=10)
+    model = gpnat.VGP((X, Y), make_kernel(), gpflow.likelihoods.Gaussian())
+    with pytest.raises(ValueError, match="Y has 2 columns but the model has 1 outputs"):
+        model.predict_log_density((X[:4], np.hstack([Y[:4], Y[:4]])))
+    with pytest.raises(ValueError, match="Y contains NaN or inf"):
+        model.predict_log_density((X[:4], np.full((4, 1), np.nan)))
+    assert model.predict_log_density((X[:4], Y[:4])).shape == (4,)
+
+
 def test_data_argument_must_be_the_models_own(rng):
     """What gpnat.train passes: the model's data is accepted, anything else refused."""
     X, Y = regression_data(rng, N=10)

@@ -36,17 +36,20 @@ from ..variational import VariationalGaussian
 __all__ = ["SVGP"]
 
 
-def _check_data(X, Y=None) -> None:
-    """Finite inputs and targets: a clear error, eagerly or in compiled code."""
+def _check_data(X, Y=None):
+    """Finite inputs and targets: a clear error, eagerly or in compiled code. Returns (X, Y) to compute
+    with: in compiled code the checked tensors, so that everything computed from them (a loss, its
+    gradients, a step's variable updates) runs only after the check passed."""
     if tf.executing_eagerly():
         if not np.all(np.isfinite(np.asarray(X))):
             raise ValueError("X contains NaN or inf")
         if Y is not None and not np.all(np.isfinite(np.asarray(Y))):
             raise ValueError("Y contains NaN or inf")
-        return
-    tf.debugging.assert_all_finite(X, "X contains NaN or inf")
+        return X, Y
+    X = tf.debugging.assert_all_finite(X, "X contains NaN or inf")
     if Y is not None:
-        tf.debugging.assert_all_finite(Y, "Y contains NaN or inf")
+        Y = tf.debugging.assert_all_finite(Y, "Y contains NaN or inf")
+    return X, Y
 
 
 def _latent_gps(kernel, likelihood, num_latent_gps: Optional[int]) -> int:
@@ -150,7 +153,8 @@ class SVGP(GPModel, ExternalDataTrainingLossMixin):
         Z = getattr(iv, "Z", None)
         return None if Z is None else Z.shape[-1]
 
-    def _check_inputs(self, X, Y=None) -> None:
+    def _check_inputs(self, X, Y=None):
+        """Shapes, NaN and inf, and Y against the likelihood; returns (X, Y) to compute with (:func:`_check_data`)."""
         D = self._input_dim()
         if len(X.shape) != 2:
             raise ValueError(f"X must have shape [N, D], got {list(X.shape)}")
@@ -165,10 +169,11 @@ class SVGP(GPModel, ExternalDataTrainingLossMixin):
                 raise ValueError(
                     f"X and Y must have the same number of rows, got {X.shape[0]} and {Y.shape[0]}"
                 )
-        _check_data(X, Y)
+        X, Y = _check_data(X, Y)
         if Y is not None and tf.executing_eagerly():
             check_targets(self.likelihood, Y)
             check_outputs(self.likelihood, self.kernel, self.num_latent_gps, Y)
+        return X, Y
 
     @staticmethod
     def _as_default_float(*arrays):
@@ -224,8 +229,7 @@ class SVGP(GPModel, ExternalDataTrainingLossMixin):
     @check_shapes("data[0]: [N, D]", "data[1]: [N, P]", "return: []")
     def elbo(self, data: Tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
         r"""The evidence lower bound for data (X ``[B, D]``, Y ``[B, P]``), scaled by N / B."""
-        X, Y = self._as_default_float(*data)
-        self._check_inputs(X, Y)
+        X, Y = self._check_inputs(*self._as_default_float(*data))
         q_mu, q_sqrt = self.q.mean_cholesky()  # converted once, used by the KL and q(f)
         Lm = self._kuu_cholesky()  # factorised once, used by the KL and q(f)
         kl = self._prior_kl(q_mu, q_sqrt, Lm)
@@ -260,8 +264,7 @@ class SVGP(GPModel, ExternalDataTrainingLossMixin):
     @inherit_check_shapes
     def predict_f(self, Xnew, full_cov: bool = False, full_output_cov: bool = False):
         """Mean and (co)variance of q(f*) at Xnew ``[N, D]``, as in gpflow."""
-        (Xnew,) = self._as_default_float(Xnew)
-        self._check_inputs(Xnew)
+        Xnew, _ = self._check_inputs(*self._as_default_float(Xnew))
         q_mu, q_sqrt = self.q.mean_cholesky()
         return self._conditional(Xnew, q_mu, q_sqrt, full_cov, full_output_cov, Lm=self._kuu_cholesky())
 
@@ -269,7 +272,6 @@ class SVGP(GPModel, ExternalDataTrainingLossMixin):
     def predict_log_density(self, data, full_cov: bool = False, full_output_cov: bool = False) -> tf.Tensor:
         """log p(Y* | X*) per point ``[N]`` under q, as in gpflow, after checking the test data as
         training data are checked (shapes, NaN and inf, Y against the likelihood's support)."""
-        X, Y = self._as_default_float(*data)
-        self._check_inputs(X, Y)
+        X, Y = self._check_inputs(*self._as_default_float(*data))
         Y = as_likelihood_targets(self.likelihood, Y)
         return super().predict_log_density((X, Y), full_cov=full_cov, full_output_cov=full_output_cov)

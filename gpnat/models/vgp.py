@@ -178,18 +178,24 @@ class VGP(GPModel, InternalDataTrainingLossMixin):
             raise ValueError(
                 f"Xnew has {Xnew.shape[-1]} input dimensions but the training X have {X.shape[-1]}"
             )
-        _check_data(Xnew)
+        Xnew, _ = _check_data(Xnew)
         q_mu, q_sqrt = self.q.mean_cholesky()
         mu, var = conditional(Xnew, X, self.kernel, q_mu, q_sqrt=q_sqrt, full_cov=full_cov, white=True)
         return mu + self.mean_function(Xnew), var
 
     @inherit_check_shapes
     def predict_log_density(self, data, full_cov: bool = False, full_output_cov: bool = False) -> tf.Tensor:
-        """log p(Y* | X*) per point ``[N]`` under q, as in gpflow, after checking that Y* is finite
-        and lies in the likelihood's support (X* is checked by :meth:`predict_f`)."""
-        Y = _as_float(data[1])
-        _check_data(data[0], Y)
+        """log p(Y* | X*) per point ``[N]`` under q, as in gpflow, after checking that Y* ``[N, P]`` is
+        finite, has the columns the likelihood takes and lies in its support (X* is checked by
+        :meth:`predict_f`)."""
+        X, Y = _as_float(data[0]), _as_float(data[1])
+        if len(Y.shape) != 2:
+            raise ValueError(f"Y must have shape [N, P], got {Y.shape.as_list()}")
+        if X.shape[0] is not None and Y.shape[0] is not None and X.shape[0] != Y.shape[0]:
+            raise ValueError(f"X and Y must have the same number of rows, got {X.shape[0]} and {Y.shape[0]}")
+        X, Y = _check_data(X, Y)
         if tf.executing_eagerly():
             check_targets(self.likelihood, Y)
+            check_outputs(self.likelihood, self.kernel, self.num_latent_gps, Y)
         Y = as_likelihood_targets(self.likelihood, Y)
-        return super().predict_log_density((data[0], Y), full_cov=full_cov, full_output_cov=full_output_cov)
+        return super().predict_log_density((X, Y), full_cov=full_cov, full_output_cov=full_output_cov)
