@@ -35,7 +35,7 @@ from typing import Callable, List, NamedTuple, Optional, Sequence
 import gpflow
 import tensorflow as tf
 
-from .checks import check_count
+from .checks import check_count, check_positive
 from .parametrisations import Natural, Parametrisation, get_parametrisation
 from .schedules import Schedule, as_schedule, check_gamma
 from .variational import as_list
@@ -361,7 +361,27 @@ class NaturalGradient(tf.Module):
 
     def step(self, q, grads: Sequence[tf.Tensor], scale=None) -> "NaturalStep":
         """:meth:`apply_gradients`, returning what the step did as a :class:`NaturalStep`."""
+        if scale is not None:
+            scale = self._checked_scale(scale)
         return self._step(q, grads, scale, check_gamma=True)[0]
+
+    @staticmethod
+    def _checked_scale(scale) -> tf.Tensor:
+        """``scale`` as a scalar in gpflow's float, refused (eagerly) or failing an assertion (compiled)
+        unless positive and finite: a negative factor would step uphill, zero not at all."""
+        what = "scale (the factor on gamma)"
+        if not tf.is_tensor(scale):
+            return tf.constant(check_positive(scale, what), gpflow.default_float())
+        if scale.shape.rank not in (0, None):
+            raise ValueError(f"{what} must be a scalar, got shape {scale.shape.as_list()}")
+        scale = tf.cast(scale, gpflow.default_float())
+        if tf.executing_eagerly():
+            check_positive(float(scale.numpy()), what)
+            return scale
+        message = f"{what} must be a positive finite number"
+        scale = tf.debugging.assert_all_finite(scale, message)
+        with tf.control_dependencies([tf.debugging.assert_positive(scale, message)]):
+            return tf.identity(scale)
 
     def _step(self, q, grads, scale, check_gamma: bool):
         """:meth:`step`; returns (:class:`NaturalStep`, whether the schedule's γ was valid).
@@ -412,12 +432,15 @@ class NaturalGradient(tf.Module):
         old_values = [t for old in olds for t in old]
         for variable, old, value in zip(variables, old_values, new):
             variable.assign(tf.where(accepted, value, old))
-        self.iterations.assign_add(1)
-        gamma_used = tf.where(accepted, gamma_used, tf.zeros_like(gamma_used))
-        # the optimizer's float is gpflow's default when it was made, the step's the model's now
-        self.last_gamma.assign(tf.cast(gamma_used, self.last_gamma.dtype))
-        self.last_rejections.assign(tf.where(accepted, tries - 1, tries))
-        self.last_accepted.assign(accepted)
+        # compiled, the optimizer's own state changes only once γ's checks passed (``accepted`` is
+        # computed from the checked γ): a refused γ leaves the step count where it was, as eagerly
+        with tf.control_dependencies([accepted]):
+            self.iterations.assign_add(1)
+            gamma_used = tf.where(accepted, gamma_used, tf.zeros_like(gamma_used))
+            # the optimizer's float is gpflow's default when it was made, the step's the model's now
+            self.last_gamma.assign(tf.cast(gamma_used, self.last_gamma.dtype))
+            self.last_rejections.assign(tf.where(accepted, tries - 1, tries))
+            self.last_accepted.assign(accepted)
         return NaturalStep(accepted, gamma_used, self.last_rejections.read_value()), gamma_valid
 
     def _step_function(self, storage: Parametrisation, xi, grads, coordinates=None):
@@ -480,17 +503,20 @@ class NaturalGradient(tf.Module):
                              f"{gamma.shape.as_list()}")
         gamma = tf.cast(gamma, gpflow.default_float())
         if check_value:
-            self._check_gamma_value(gamma)
+            gamma = self._check_gamma_value(gamma)
         return gamma
 
-    def _check_gamma_value(self, gamma: tf.Tensor) -> None:
+    def _check_gamma_value(self, gamma: tf.Tensor) -> tf.Tensor:
+        """``gamma``, refused unless positive and finite: eagerly a ValueError; compiled an assertion,
+        and the returned tensor is computed only after it passed (so is everything computed from it)."""
         message = "the natural-gradient step size gamma must be a positive finite number"
         if tf.executing_eagerly():
             value = float(gamma.numpy())
             check_gamma(value, f"gamma (from schedule {self.gamma!r} at step {int(self.iterations.numpy()) + 1})")
-        else:
-            tf.debugging.assert_all_finite(gamma, message)
-            tf.debugging.assert_positive(gamma, message)
+            return gamma
+        gamma = tf.debugging.assert_all_finite(gamma, message)
+        with tf.control_dependencies([tf.debugging.assert_positive(gamma, message)]):
+            return tf.identity(gamma)
 
     def _raise_if_rejected(self, accepted: tf.Tensor) -> None:
         message = f"no valid natural-gradient step: {self.rejection_reason()}"

@@ -386,6 +386,50 @@ def test_a_schedule_that_returns_no_scalar_number_is_refused_and_state_kept(rng,
         np.testing.assert_array_equal(v.numpy(), b)
 
 
+@pytest.mark.parametrize("bad", [-0.5, float("nan"), 0.0])
+def test_a_compiled_step_refused_for_its_gamma_leaves_the_optimizer_as_it_was(rng, bad):
+    """Compiled, a γ that is not positive and finite fails an assertion; the optimizer's step count and
+    records must not move either (the schedule's next γ depends on the count), as eagerly."""
+    model, data, _ = _gaussian_problem(rng)
+    value = tf.Variable(0.5, dtype=tf.float64)
+    opt = gpnat.NaturalGradient(lambda t: tf.identity(value))
+    loss_fn = model.training_loss_closure(data, compile=False)
+    step = tf.function(lambda: opt.minimize(loss_fn, model.q))
+    step()  # a good step: count 1
+    value.assign(bad)
+    state = [v.numpy().copy() for v in [*model.q.xi, *opt.variables]]
+    for _ in range(4):  # nothing orders independent updates after the check but the check's own outputs
+        with pytest.raises(tf.errors.InvalidArgumentError, match="gamma must be a positive finite number"):
+            step()
+        for v, b in zip([*model.q.xi, *opt.variables], state):
+            np.testing.assert_array_equal(v.numpy(), b)
+    assert opt.iterations.numpy() == 1
+
+
+@pytest.mark.parametrize("scale", [-1.0, 0.0, float("nan"), float("inf")])
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_a_scale_on_gamma_that_is_not_positive_and_finite_is_refused(rng, scale, compiled):
+    """apply_gradients(scale=...) takes a positive factor: a negative one would step uphill (reported as
+    accepted), zero not at all."""
+    model, data, _ = _gaussian_problem(rng)
+    opt = gpnat.NaturalGradient(0.5)
+    with tf.GradientTape() as tape:
+        loss = model.training_loss(data)
+    grads = tape.gradient(loss, model.q.xi)
+    state = [v.numpy().copy() for v in [*model.q.xi, *opt.variables]]
+    if compiled:
+        step = tf.function(lambda s: opt.apply_gradients(model.q, grads, scale=s))
+        with pytest.raises(tf.errors.InvalidArgumentError, match="scale .* must be a positive finite number"):
+            step(tf.constant(scale, tf.float64))
+    else:
+        with pytest.raises(ValueError, match=r"scale \(the factor on gamma\) must be a positive finite number"):
+            opt.apply_gradients(model.q, grads, scale=scale)
+    for v, b in zip([*model.q.xi, *opt.variables], state):
+        np.testing.assert_array_equal(v.numpy(), b)
+    opt.apply_gradients(model.q, grads, scale=0.5)  # a valid factor: γ·scale
+    assert opt.last_gamma.numpy() == 0.25
+
+
 def test_a_schedule_returning_a_python_float_gives_that_gamma_exactly(rng):
     model, data, _ = _gaussian_problem(rng)
     opt = gpnat.NaturalGradient(lambda t: 0.1)
