@@ -59,11 +59,15 @@ class Parametrisation:
 
     def to_meanchol(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
         """ξ -> (q_mu [M, L], q_sqrt [L, M, M])."""
-        raise NotImplementedError
+        raise NotImplementedError(self._missing("to_meanchol(xi_1, xi_2) -> (q_mu, q_sqrt)"))
 
     def from_meanchol(self, q_mu: tf.Tensor, q_sqrt: tf.Tensor) -> Pair:
         """(q_mu [M, L], q_sqrt [L, M, M]) -> ξ."""
-        raise NotImplementedError
+        raise NotImplementedError(self._missing("from_meanchol(q_mu, q_sqrt) -> (xi_1, xi_2)"))
+
+    def _missing(self, method: str) -> str:
+        return (f"the parametrisation {type(self).__name__} does not define {method}: a subclass of "
+                "gpnat.Parametrisation implements to_meanchol and from_meanchol (see the guide)")
 
     def to_natural(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
         """ξ -> (θ₁ [M, L], θ₂ [L, M, M])."""

@@ -1,4 +1,5 @@
 """The shared battery: every parametrisation in gpnat.parametrisations passes these for free."""
+import gpflow
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -60,3 +61,16 @@ def test_non_positive_definite_states_are_invalid():
     assert not bool(gpnat.Natural().is_valid(m, -0.5 * not_pd))
     assert not bool(gpnat.Expectation().is_valid(m, not_pd))
     assert not bool(gpnat.MeanCholesky().is_valid(m, np.diag([1.0, 0.0])[None]))
+
+
+@pytest.mark.parametrize("missing", ["from_meanchol", "to_meanchol"])
+def test_a_user_parametrisation_without_a_conversion_says_which(missing):
+    """A subclass of gpnat.Parametrisation must define both conversions; one left out is named."""
+    methods = dict(names=("q_mu", "q_cov"),
+                   to_meanchol=lambda self, m, S: (m, tf.linalg.cholesky(S)),
+                   from_meanchol=lambda self, m, L: (m, tf.matmul(L, L, transpose_b=True)))
+    del methods[missing]
+    MeanCovariance = type("MeanCovariance", (gpnat.Parametrisation,), methods)
+    with pytest.raises(NotImplementedError, match=f"MeanCovariance does not define {missing}"):
+        gpnat.SVGP(gpflow.kernels.SquaredExponential(), gpflow.likelihoods.Gaussian(), np.zeros((5, 1)),
+                   parametrisation=MeanCovariance())
