@@ -861,6 +861,21 @@ def test_a_model_whose_elbo_is_not_finite_at_the_start_stops_at_once_unchanged(r
         np.testing.assert_array_equal(v.numpy(), b)
 
 
+def test_an_invalid_q_at_the_start_is_named(rng):
+    """A q(u) written without checks (gpflow's multiple_assign) that is not a valid Gaussian: training
+    stops at once, names q(u) rather than the hyperparameters, and leaves the model as it was."""
+    model, data = _model(rng)
+    q_mu = model.q.xi[0].numpy().copy()
+    q_mu[0, 0] = np.nan
+    gpflow.utilities.multiple_assign(model, {".q.q_mu": q_mu})
+    assert not bool(model.q.is_valid())
+    before = [v.numpy().copy() for v in model.variables]
+    with pytest.raises(FloatingPointError, match="q\\(u\\) is not a valid Gaussian at the state training starts"):
+        gpnat.train(model, data, iterations=3, batch_size=20, progress=False)
+    for v, b in zip(model.variables, before):
+        np.testing.assert_array_equal(v.numpy(), b)
+
+
 def test_minibatches_need_num_data(rng):
     model, data = _model(rng, num_data=None)
     with pytest.raises(ValueError, match="num_data"):

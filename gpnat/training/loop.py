@@ -900,6 +900,15 @@ def _training_error(it, reason, recovery, policy, natgrad, qs, history, model, b
     """The error raised when recovery is impossible (or disabled), naming what failed; ``broken``:
     the loss is not finite at the state training started from."""
     what = REASONS[reason]
+    invalid = [i for i, q in enumerate(qs) if not bool(q.is_valid())] if broken else []
+    if invalid:
+        which = "q(u)" if len(qs) == 1 else f"the q(u)s at {invalid} of {len(qs)}"
+        return FloatingPointError(
+            f"iteration {it}: {which} is not a valid Gaussian at the state training starts from (NaN or inf, "
+            f"or a covariance that is not positive definite), so the ELBO is not finite (estimate "
+            f"{history.elbo[-1]:.4g}) and no step can mend it; the model is unchanged. Assign a valid q(u) "
+            f"(q.assign_mean_cholesky checks it; gpflow.utilities.multiple_assign does not)."
+        )
     if broken:
         return FloatingPointError(
             f"iteration {it}: the ELBO is not finite at the state training starts from (ELBO estimate "
