@@ -37,7 +37,8 @@ def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("reproduce")
     env = dict(os.environ, GPNAT_REPRODUCE_SCALE="tiny", TF_CPP_MIN_LOG_LEVEL="2", MPLBACKEND="Agg")
     proc = subprocess.run(
-        [sys.executable, "-m", "gpnat.experiments.cli", "reproduce", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "gpnat.experiments.cli", "reproduce", "--quick", "--out", str(out),
+         "--no-download", "--allow-missing"],  # no network in the tests; without the UCI file, its cells skip
         env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -86,6 +87,33 @@ def test_reproduce_writes_well_formed_results(tiny_run):
         data = (tiny_run / png).read_bytes()
         assert data[:8] == PNG_MAGIC and 1000 < len(data) < 300_000
         assert f"]({png})" in md
+
+
+@pytest.mark.parametrize("flags, status", [([], 3), (["--allow-missing"], 0)], ids=["missing", "allowed"])
+def test_missing_uci_data_is_fetched_then_named_and_fails_the_command(tmp_path, monkeypatch, capsys, flags, status):
+    """`gpnat reproduce` tries to download a UCI file it cannot find; a set it cannot have is skipped,
+    named with the loader's message (the log, results.md, run_info.json), and the exit status is 3
+    unless --allow-missing (it used to print "skipped" and exit 0)."""
+    from gpnat.experiments import cli, datasets
+
+    asked = []
+
+    def find_uci_file(name, data_dir=None, download=True):
+        asked.append((name, download))
+        raise datasets.DatasetNotFoundError(f"{name}: bostonHousing.txt was not found in the searched folders",
+                                            missing_file="bostonHousing.txt", searched_dirs=[], url="")
+
+    monkeypatch.setattr(datasets, "find_uci_file", find_uci_file)
+    monkeypatch.delenv("GPNAT_REPRODUCE_SCALE", raising=False)
+    out = tmp_path / "out"
+    assert cli.main(["reproduce", "--tiny", "--only", "conjugate", "--out", str(out), *flags]) == status
+    assert asked[0] == ("boston", True)  # downloading was tried first
+    printed = capsys.readouterr()
+    assert "UCI data set boston is missing; its cells are skipped. boston: bostonHousing.txt was not found" \
+        in printed.out
+    assert ("pass --allow-missing" in printed.err) == (status == 3)
+    assert "**Missing data**: boston could not be found or downloaded" in (out / "results.md").read_text()
+    assert "boston" in json.loads((out / "run_info.json").read_text())["missing_data"]
 
 
 def test_rerun_reads_cells_back_instead_of_recomputing(tiny_run, monkeypatch):

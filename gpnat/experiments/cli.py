@@ -39,9 +39,33 @@ def _settings(scale: str):
     }
 
 
+def _fetch_uci(settings: dict, selected: List[str], data_dir, download: bool, log) -> dict:
+    """The UCI files the selected experiments read, found locally or (``download``) downloaded first;
+    returns {name: the loader's message} for those that could not be had (their cells are skipped)."""
+    from . import datasets
+
+    names = []
+    if "conjugate" in selected:
+        names += list(settings["conjugate"].datasets)
+    if "ill" in selected:
+        names.append(settings["ill"].dataset)
+    missing = {}
+    for name in dict.fromkeys(n for n in names if n in datasets.UCI_DATASETS):
+        try:
+            datasets.find_uci_file(name, data_dir=data_dir, download=download)
+        except datasets.DatasetNotFoundError as error:
+            missing[name] = str(error)
+            log(f"UCI data set {name} is missing; its cells are skipped. {error}")
+    return missing
+
+
 def reproduce(out_dir, scale: str = "quick", only: Optional[List[str]] = None, data_dir=None,
-              log=print) -> Path:
-    """Run the selected experiments at ``scale`` into ``out_dir``; return the Markdown report's path."""
+              log=print, download: bool = True) -> Path:
+    """Run the selected experiments at ``scale`` into ``out_dir``; return the Markdown report's path.
+
+    The UCI files are searched as :func:`gpnat.experiments.datasets.find_uci_file` does and, with
+    ``download``, downloaded where missing. Sets that cannot be had are skipped, named in the report
+    and in ``run_info.json`` (``missing_data``)."""
     from dataclasses import asdict
 
     import gpflow
@@ -60,6 +84,7 @@ def reproduce(out_dir, scale: str = "quick", only: Optional[List[str]] = None, d
     selected = list(only) if only else list(EXPERIMENTS)
     settings = _settings(scale)
     runners = {"conjugate": run_conjugate, "ill": run_ill_conditioning, "nonconjugate": run_nonconjugate}
+    missing = _fetch_uci(settings, selected, data_dir, download, log)
     load_start = _load()
     t0 = time.perf_counter()
     sections = {}
@@ -78,6 +103,10 @@ def reproduce(out_dir, scale: str = "quick", only: Optional[List[str]] = None, d
              f"Cells computed in this invocation: {COUNTERS['computed']}; read back from `cells/`: "
              f"{COUNTERS['loaded']}. Seconds per experiment in this invocation: "
              + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + "."]
+    if missing:
+        notes.append("**Missing data**: " + ", ".join(sorted(missing)) + " could not be found or downloaded, so "
+                     "their cells were skipped (run_info.json holds each loader's message: which file, where it "
+                     "was searched for, where to put it).")
     mnist = [c for c in sections.get("nonconjugate", []) if c.get("dataset") == "mnist"]
     if mnist and "fallback" in mnist[0].get("data_source", ""):
         notes.append("**MNIST**: the MNIST file could not be obtained (no network), so `load_mnist` fell back to "
@@ -102,7 +131,7 @@ def reproduce(out_dir, scale: str = "quick", only: Optional[List[str]] = None, d
         {"scale": scale, "experiments": selected, "git_commit": commit, "machine": machine_description(),
          "load_start": load_start, "load_end": load_end, "elapsed_s": elapsed, "timings_s": timings,
          "cells_computed": COUNTERS["computed"], "cells_loaded": COUNTERS["loaded"],
-         "earlier_invocations": earlier}, indent=1))
+         "missing_data": missing, "earlier_invocations": earlier}, indent=1))
     log(f"wrote {path} ({elapsed:.0f} s)")
     return path
 
@@ -146,6 +175,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                      help="run only this experiment (may be repeated)")
     rep.add_argument("--data-dir", default=None,
                      help="directory with the UCI files (default: gpnat.experiments.datasets' search)")
+    rep.add_argument("--no-download", action="store_true",
+                     help="search for the UCI files locally only (default: download the missing ones)")
+    rep.add_argument("--allow-missing", action="store_true",
+                     help="exit with status 0 when UCI files are missing (their cells are skipped either way; "
+                          "without this flag the exit status is 3)")
     rep.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # for the test suite
     args = parser.parse_args(argv)
 
@@ -154,7 +188,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     default = "tiny" if args.tiny else ("quick" if args.quick else ("standard" if args.standard else "full"))
     scale = scale_from_env(default)
     reproduce(args.out, scale=scale, only=args.only, data_dir=args.data_dir,
-              log=lambda msg: print(msg, flush=True))
+              log=lambda msg: print(msg, flush=True), download=not args.no_download)
+    missing = json.loads((Path(args.out) / "run_info.json").read_text()).get("missing_data", {})
+    if missing and not args.allow_missing:
+        print(f"gpnat reproduce: the UCI data of {', '.join(sorted(missing))} could not be had, so their cells "
+              "were skipped (see the messages above); pass --allow-missing to accept that", file=sys.stderr)
+        return 3
     return 0
 
 
