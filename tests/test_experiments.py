@@ -116,6 +116,15 @@ def test_missing_uci_data_is_fetched_then_named_and_fails_the_command(tmp_path, 
     assert "boston" in json.loads((out / "run_info.json").read_text())["missing_data"]
 
 
+def test_two_sizes_at_once_are_refused(tmp_path, capsys):
+    from gpnat.experiments import cli
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["reproduce", "--quick", "--standard", "--out", str(tmp_path)])
+    assert exited.value.code == 2
+    assert "argument --standard: not allowed with argument --quick" in capsys.readouterr().err
+
+
 def test_rerun_reads_cells_back_instead_of_recomputing(tiny_run, monkeypatch):
     from gpnat.experiments.cli import reproduce
 

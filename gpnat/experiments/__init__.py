@@ -14,7 +14,6 @@ them and writes CSV, Markdown and PNG results (:mod:`.report`):
 Every finished cell (experiment × data set × method × split) is saved as one
 JSON file and read back, not recomputed, by a later run into the same folder.
 """
-from .cli import reproduce
 from .conjugate import ConjugateSettings, run_conjugate
 from .ill_conditioning import IllConditioningSettings, run_ill_conditioning
 from .nonconjugate import NonConjugateSettings, run_nonconjugate
@@ -28,3 +27,14 @@ __all__ = [
     "NonConjugateSettings",
     "run_nonconjugate",
 ]
+
+
+def __getattr__(name):
+    """``reproduce`` is imported from :mod:`.cli` when first asked for: importing the package does not
+    import the module that ``python -m gpnat.experiments.cli`` runs (Python warns when it was)."""
+    if name == "reproduce":
+        from .cli import reproduce
+
+        return reproduce
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+

@@ -167,8 +167,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     rep = sub.add_parser("reproduce", help="run the experiments of Salimbeni, Eleftheriadis & Hensman (2018)")
     rep.add_argument("--out", required=True, help="output directory (cells, CSV, Markdown, PNG); rerun to resume")
-    rep.add_argument("--quick", action="store_true", help="reduced version of every experiment (minutes)")
-    rep.add_argument("--standard", action="store_true",
+    size = rep.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="reduced version of every experiment (minutes)")
+    size.add_argument("--standard", action="store_true",
                      help="all nine UCI sets, M=100, 3 splits; non-conjugate sets and ill-conditioning with 3 splits "
                           "(about 45 minutes on 2 cores)")
     rep.add_argument("--only", choices=EXPERIMENTS, action="append",
