@@ -33,6 +33,7 @@ keeps its previous value exactly.
 from typing import Callable, List, NamedTuple, Optional, Sequence
 
 import gpflow
+import numpy as np
 import tensorflow as tf
 
 from .checks import check_count, check_positive
@@ -492,8 +493,9 @@ class NaturalGradient(tf.Module):
                 f"the gamma schedule {self.gamma!r} failed on a symbolic tensor t (it is called inside the "
                 f"compiled loop): write it with TensorFlow's functions (tf.sqrt, not np.sqrt), use a "
                 f"gpnat.schedules class, or pass compile=False to gpnat.train ({error})") from error
-        try:
-            gamma = tf.convert_to_tensor(value, dtype_hint=gpflow.default_float())  # a Python float stays exact
+        try:  # a Python float stays exact; a bool is not a number here, as NaturalGradient(True) is not
+            gamma = (None if isinstance(value, (bool, np.bool_))
+                     else tf.convert_to_tensor(value, dtype_hint=gpflow.default_float()))
         except (TypeError, ValueError):
             gamma = None
         if gamma is None or not (gamma.dtype.is_floating or gamma.dtype.is_integer):

@@ -371,8 +371,9 @@ def test_invalid_gamma_from_a_schedule_is_refused_and_state_kept(rng, bad):
     [
         (lambda t: tf.constant([0.1, 0.2], tf.float64), ValueError, r"must return a scalar, got shape \[2\]"),
         (lambda t: "fast", TypeError, "must return a number, got 'fast'"),
+        (lambda t: True, TypeError, "must return a number, got True"),
     ],
-    ids=["vector", "text"],
+    ids=["vector", "text", "bool"],
 )
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 def test_a_schedule_that_returns_no_scalar_number_is_refused_and_state_kept(rng, schedule, error, match, compiled):
