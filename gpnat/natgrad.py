@@ -335,10 +335,15 @@ class NaturalGradient(tf.Module):
         the step. Raises :class:`NaturalGradientError` if no valid step exists.
         """
         qs = as_list(q)
+        if not qs:
+            raise ValueError("minimize needs at least one q(u) to step (model.q, or a list of them); got none")
         variables = [v for qi in qs for v in qi.variables_to_watch]
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(variables)
             loss = loss_fn()
+        if not tf.is_tensor(loss):
+            raise TypeError(f"loss_fn must return a scalar tensor computed from q(u)'s variables (so that it has "
+                            f"a gradient), got {loss!r}; q(u) is unchanged")
         if loss.shape.rank not in (0, None):
             raise ValueError(f"loss_fn must return a scalar loss, got shape {loss.shape.as_list()}; q(u) is unchanged")
         grads = tape.gradient(loss, variables)
@@ -392,7 +397,10 @@ class NaturalGradient(tf.Module):
         stops with a clear error at the iteration) it is reported: the step is
         rejected and nothing is applied.
         """
-        qs = as_list(q)
+        qs, grads = as_list(q), list(grads)
+        if len(grads) != 2 * len(qs):
+            raise ValueError(f"{len(grads)} gradients for {len(qs)} q(u): one per variable of each q(u)'s "
+                             f"variables_to_watch, {2 * len(qs)} in all; q(u) is unchanged")
         step = self.iterations + 1
         dtype = gpflow.default_float()
         gamma = self._gamma_at(step, check_gamma)

@@ -431,6 +431,24 @@ def test_a_scale_on_gamma_that_is_not_positive_and_finite_is_refused(rng, scale,
     assert opt.last_gamma.numpy() == 0.25
 
 
+def test_mistaken_calls_are_refused_by_name_and_state_kept(rng):
+    """No q(u), a loss that is no tensor, or a gradient count that does not match the q(u)s."""
+    model, data, _ = _gaussian_problem(rng)
+    opt = gpnat.NaturalGradient(0.5)
+    state = [v.numpy().copy() for v in [*model.q.xi, *opt.variables]]
+    with pytest.raises(ValueError, match="at least one q\\(u\\) to step"):
+        opt.minimize(model.training_loss_closure(data, compile=False), [])
+    with pytest.raises(TypeError, match="loss_fn must return a scalar tensor .* got 1.0"):
+        opt.minimize(lambda: 1.0, model.q)
+    with tf.GradientTape() as tape:
+        loss = model.training_loss(data)
+    grads = tape.gradient(loss, model.q.xi)
+    with pytest.raises(ValueError, match="3 gradients for 1 q\\(u\\)"):
+        opt.apply_gradients(model.q, [*grads, grads[0]])
+    for v, b in zip([*model.q.xi, *opt.variables], state):
+        np.testing.assert_array_equal(v.numpy(), b)
+
+
 def test_a_schedule_returning_a_python_float_gives_that_gamma_exactly(rng):
     model, data, _ = _gaussian_problem(rng)
     opt = gpnat.NaturalGradient(lambda t: 0.1)

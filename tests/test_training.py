@@ -604,6 +604,13 @@ def test_a_history_with_nan_and_infinities_is_written_as_strict_json(tmp_path):
     (tmp_path / "old.json").write_text('{"elbo": [-Infinity, NaN], "gamma": [null, 0.1], "mode": "adam"}')
     old = History.from_json(tmp_path / "old.json")
     assert old.elbo[0] == -math.inf and math.isnan(old.elbo[1]) and math.isnan(old.gamma[0])
+    # a file that is not a History says so
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="list.json does not hold a History: a JSON object was expected, got list"):
+        History.from_json(tmp_path / "list.json")
+    (tmp_path / "ragged.json").write_text('{"iteration": [1, 2], "elbo": [-3.0]}')
+    with pytest.raises(ValueError, match=r"per-iteration lists differ in length \{'iteration': 2, 'elbo': 1\}"):
+        History.from_json(tmp_path / "ragged.json")
 
 
 @pytest.mark.parametrize(

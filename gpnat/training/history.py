@@ -117,6 +117,11 @@ class History:
     @classmethod
     def from_json(cls, path: Union[str, Path]) -> "History":
         data = json.loads(Path(path).read_text())  # also reads the bare NaN / -Infinity of older files
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} does not hold a History: a JSON object was expected, got {type(data).__name__}")
+        lengths = {k: len(v) for k, v in data.items() if k in _LISTS and isinstance(v, list)}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"{path} does not hold a History: its per-iteration lists differ in length {lengths}")
         for name in _FLOATS:
             if name in data:
                 data[name] = _decode(data[name])
@@ -144,6 +149,8 @@ class History:
         return ax
 
 
+#: History's per-iteration lists, one entry per iteration each
+_LISTS = ("iteration", "elbo", "gamma", "rejections", "time", "failure", "scale")
 #: History's float fields (lists, and compile_time), which may hold NaN or ±∞
 _FLOATS = ("elbo", "gamma", "time", "scale", "compile_time")
 
