@@ -332,7 +332,8 @@ class NaturalGradient(tf.Module):
         (see :class:`~gpnat.variational.GpflowQ`).
 
         Evaluates ``loss_fn`` and its gradient once. Returns the loss *before*
-        the step. Raises :class:`NaturalGradientError` if no valid step exists.
+        the step. Raises :class:`NaturalGradientError` if no valid step exists, and
+        (eagerly) ``FloatingPointError`` if the loss is NaN or inf before the step.
         """
         qs = as_list(q)
         if not qs:
@@ -346,6 +347,10 @@ class NaturalGradient(tf.Module):
                             f"a gradient), got {loss!r}; q(u) is unchanged")
         if loss.shape.rank not in (0, None):
             raise ValueError(f"loss_fn must return a scalar loss, got shape {loss.shape.as_list()}; q(u) is unchanged")
+        if tf.executing_eagerly() and not bool(tf.math.is_finite(tf.reduce_sum(loss))):
+            raise FloatingPointError(f"the loss is {float(tf.reduce_sum(loss).numpy())} at q(u)'s current state, "
+                                     "before any step, so no step size can mend it; q(u) is unchanged. Check the "
+                                     "data, the hyperparameters and q(u) (q.is_valid()).")
         grads = tape.gradient(loss, variables)
         accepted = self.apply_gradients(qs, grads)
         self._raise_if_rejected(accepted)
@@ -482,7 +487,8 @@ class NaturalGradient(tf.Module):
             else f"all {self.max_tries} proposals (gamma halved each time)"
         )
         return (
-            f"{tries} left q(u) invalid (non-finite, or covariance not positive definite); q(u) "
+            f"{tries} left q(u) invalid (non-finite, or covariance not positive definite; a loss or "
+            f"gradient that is NaN or inf gives such proposals); q(u) "
             "keeps its last valid state. Try a smaller gamma, a warm-up schedule "
             "(gpnat.schedules.LogLinear or IncreasingRate), a larger max_tries, or "
             "gpnat.train, which rolls back and recovers."

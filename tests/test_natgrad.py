@@ -445,6 +445,8 @@ def test_mistaken_calls_are_refused_by_name_and_state_kept(rng):
     grads = tape.gradient(loss, model.q.xi)
     with pytest.raises(ValueError, match="3 gradients for 1 q\\(u\\)"):
         opt.apply_gradients(model.q, [*grads, grads[0]])
+    with pytest.raises(FloatingPointError, match="the loss is nan at q\\(u\\)'s current state, before any step"):
+        opt.minimize(lambda: model.training_loss(data) * np.nan, model.q)
     for v, b in zip([*model.q.xi, *opt.variables], state):
         np.testing.assert_array_equal(v.numpy(), b)
 
