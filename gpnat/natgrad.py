@@ -241,6 +241,14 @@ def _natural_direction_at(storage: Parametrisation, point, grads, coordinates, c
     return zeta, natural_tangent(coordinates, zeta, dL_deta, closed_form)
 
 
+def _asserted_positive(x: tf.Tensor, message: str) -> tf.Tensor:
+    """``x`` in compiled code, behind assertions that it is finite and positive: whatever is computed
+    from the result (a step, the optimizer's counters) runs only once they passed."""
+    x = tf.debugging.assert_all_finite(x, message)
+    with tf.control_dependencies([tf.debugging.assert_positive(x, message)]):
+        return tf.identity(x)
+
+
 class NaturalGradient(tf.Module):
     r"""Natural-gradient descent on one or several q(u): ζ ← ζ − γₜ natgrad_ζ.
 
@@ -347,8 +355,8 @@ class NaturalGradient(tf.Module):
                             f"a gradient), got {loss!r}; q(u) is unchanged")
         if loss.shape.rank not in (0, None):
             raise ValueError(f"loss_fn must return a scalar loss, got shape {loss.shape.as_list()}; q(u) is unchanged")
-        if tf.executing_eagerly() and not bool(tf.math.is_finite(tf.reduce_sum(loss))):
-            raise FloatingPointError(f"the loss is {float(tf.reduce_sum(loss).numpy())} at q(u)'s current state, "
+        if tf.executing_eagerly() and not np.isfinite(float(loss)):
+            raise FloatingPointError(f"the loss is {float(loss)} at q(u)'s current state, "
                                      "before any step, so no step size can mend it; q(u) is unchanged. Check the "
                                      "data, the hyperparameters and q(u) (q.is_valid()).")
         grads = tape.gradient(loss, variables)
@@ -389,10 +397,7 @@ class NaturalGradient(tf.Module):
         if tf.executing_eagerly():
             check_positive(float(scale.numpy()), what)
             return scale
-        message = f"{what} must be a positive finite number"
-        scale = tf.debugging.assert_all_finite(scale, message)
-        with tf.control_dependencies([tf.debugging.assert_positive(scale, message)]):
-            return tf.identity(scale)
+        return _asserted_positive(scale, f"{what} must be a positive finite number")
 
     def _step(self, q, grads, scale, check_gamma: bool):
         """:meth:`step`; returns (:class:`NaturalStep`, whether the schedule's γ was valid).
@@ -530,9 +535,7 @@ class NaturalGradient(tf.Module):
             value = float(gamma.numpy())
             check_gamma(value, f"gamma (from schedule {self.gamma!r} at step {int(self.iterations.numpy()) + 1})")
             return gamma
-        gamma = tf.debugging.assert_all_finite(gamma, message)
-        with tf.control_dependencies([tf.debugging.assert_positive(gamma, message)]):
-            return tf.identity(gamma)
+        return _asserted_positive(gamma, message)
 
     def _raise_if_rejected(self, accepted: tf.Tensor) -> None:
         message = f"no valid natural-gradient step: {self.rejection_reason()}"

@@ -37,4 +37,3 @@ def __getattr__(name):
 
         return reproduce
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
