@@ -20,7 +20,7 @@ hyperparameters, and each candidate for the natural step (fused, but γ = 1):
 
 * ``γ = 1``, alternating: train's default before this benchmark (as for the full family);
 * constant ``γ = 0.5``, ``0.2`` and ``0.1``;
-* ``warm-up to 0.1``: ``LogLinear(1e-3, 0.1, 20)``, train's default everywhere else;
+* ``warm-up to 0.1``: ``gpnat.schedules.warm_up()``, train's default everywhere else;
 * ``Adam-only``: Adam on every variable, q(u) included.
 
 Per run: the final full-data ELBO, the ELBO after a third of the iterations,
@@ -44,7 +44,7 @@ from machine import fmt, git_state, report_header, write_report  # noqa: E402
 
 import gpnat  # noqa: E402
 from gpnat.experiments import common  # noqa: E402
-from gpnat.schedules import LogLinear  # noqa: E402
+from gpnat.schedules import warm_up  # noqa: E402
 
 gpflow.config.set_default_float(np.float64)
 CANDIDATES = ("γ = 1", "γ = 0.5", "γ = 0.2", "γ = 0.1", "warm-up to 0.1", "Adam-only")
@@ -55,7 +55,7 @@ def settings(candidate: str) -> dict:
     if candidate == "Adam-only":
         return dict(natgrad=None)
     if candidate == "warm-up to 0.1":
-        return dict(natgrad=gpnat.NaturalGradient(LogLinear(1e-3, 0.1, 20)))
+        return dict(natgrad=gpnat.NaturalGradient(warm_up()))
     gamma = float(candidate.split("= ")[1])
     return dict(natgrad=gpnat.NaturalGradient(gamma), fused=gamma != 1.0)
 

@@ -23,7 +23,7 @@ between two trainings lies in q(u) or in the hyperparameters.
 
 A fourth trains a Gaussian likelihood on minibatches (UCI ``GAUSSIAN_SETS``,
 M = 50, batch 128) with constant γ ∈ {1, 0.5, 0.1}, the warm-up
-``LogLinear(1e-3, 0.1, 20)`` and Adam-only, for ``--iterations`` and
+``gpnat.schedules.warm_up()`` (train's default there) and Adam-only, for ``--iterations`` and
 ``--long-iterations``: γ = 1 is exact on the full data, but on minibatches it
 jumps to each batch's optimum.
 
@@ -164,6 +164,9 @@ def build(problem, storage):
 
 
 # ----------------------------------------------------------------------------- one run
+RERUN = {}  # {"rerun": True} under --rerun-default: marks the records of the default schedule run now
+
+
 def run(problem, storage, coordinates, gamma, batch, iterations, mode="fused", check_proposal=None,
         adam_lr=None, refit=False, beta_2=None):
     """One training run; returns its record (status, final ELBO, time, recoveries).
@@ -185,7 +188,8 @@ def run(problem, storage, coordinates, gamma, batch, iterations, mode="fused", c
             )
     else:
         natgrad = gpnat.NaturalGradient(gamma, coordinates=None if coordinates == "storage" else coordinates)
-    record = dict(storage=storage, coordinates=coordinates, gamma=gamma, batch=batch, mode=mode,
+    record = dict(RERUN if gamma == "default" else {}, code=git_state(), storage=storage,
+                  coordinates=coordinates, gamma=gamma, batch=batch, mode=mode,
                   check_proposal=check_proposal, iterations=iterations, adam_lr=adam_lr)
     lr = {} if adam_lr is None else dict(adam_lr=adam_lr)
     if beta_2 is not None:
@@ -261,7 +265,8 @@ def gpflow_run(problem, gamma, batch, iterations):
             loss = model.training_loss_closure(batches.batch(t), compile=False)
             natgrad.minimize(loss, [(model.q_mu, model.q_sqrt)])
             adam.minimize(loss, variables)
-    record = dict(gamma=gamma, batch=batch, iterations=iterations, status="finished", code=git_state())
+    record = dict(RERUN if gamma == "default" else {}, gamma=gamma, batch=batch, iterations=iterations,
+                  status="finished", code=git_state())
     t0 = time.perf_counter()
     for t in range(iterations):
         try:
@@ -514,7 +519,7 @@ def gaussian_report(runs):
              f"UCI regression (split 0, training rows), M = 50, batch {BATCH}, all of `train`'s other "
              "defaults; final full-data ELBO (rollbacks).", "",
              "| problem | N | iterations | Adam-only | " + " | ".join(f"γ = {g}" if g != "warm-up"
-                                                              else "LogLinear(1e-3, 0.1, 20)"
+                                                              else f"{WARM_UP} (default)"
                                                               for g in GAUSSIAN_GAMMAS) + " |",
              "|---|---|---|---|" + "---|" * len(GAUSSIAN_GAMMAS)]
     cells = {}
@@ -705,6 +710,25 @@ def refit_summary(cells):
     return lines
 
 
+WARM_UP = "LogLinear(1e-3, 0.1, {})".format(gpnat.schedules.WARM_UP_STEPS)
+
+
+def rerun_note(info, *sections):
+    """Markdown lines naming the runs of train's default schedule rerun by ``--rerun-default`` (when
+    the default changed), and where; every other run keeps its record."""
+    later = {}
+    for runs in sections:
+        for r in runs.values():
+            code = r.get("code", info["code"])
+            if r.get("rerun"):
+                later[code] = later.get(code, 0) + 1
+    if not later:
+        return []
+    where = ", ".join(f"{n} at {code}" for code, n in sorted(later.items()))
+    return [f"Every run of train's default schedule (*default*) was rerun ({where}) when the warm-up "
+            f"became {WARM_UP} (`benchmarks/WARMUP.md`); the other runs keep their records.", ""]
+
+
 def report(results, info, iterations, lr_runs=None, gaussian_runs=None, beta_runs=None, gpflow_runs=None,
            gaussian_full_runs=None):
     adam = {}
@@ -726,8 +750,7 @@ def report(results, info, iterations, lr_runs=None, gaussian_runs=None, beta_run
         "minus that of Adam-only training of the default-built (mean/Cholesky) model at equal "
         "iterations on the same batches; ≥ 0 means natural gradients did at least as well. "
         "*valid*: the model at the end (raised or not) has a finite ELBO and a valid q(u).",
-        "",
-    ]
+        "",] + rerun_note(info, results, lr_runs or {}, gaussian_runs or {}, beta_runs or {}, gpflow_runs or {})
 
     def row_set(filter_fn):
         return {k: r for k, r in results.items() if filter_fn(r)}
@@ -834,6 +857,9 @@ def main(argv=None):
     parser.add_argument("--only", default="", help="comma-separated problem names")
     parser.add_argument("--out", default=str(HERE / "robustness.json"))
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--rerun-default", action="store_true",
+                        help="drop every saved run of train's default schedule (all sections but the "
+                             "Gaussian full-data one, where the default is γ = 1) and run them again")
     args = parser.parse_args(argv)
     out = Path(args.out)
     saved = json.loads(out.read_text()) if out.exists() else {}
@@ -848,6 +874,11 @@ def main(argv=None):
         out.write_text(json.dumps(dict(machine=info, runs=results, adam_lr_runs=lr_runs,
                                        gaussian_minibatch_runs=gaussian_runs, adam_beta_runs=beta_runs,
                                        gpflow_runs=gpflow_runs, gaussian_full_runs=gaussian_full_runs), indent=1))
+    if args.rerun_default:
+        for runs in (results, lr_runs, gaussian_runs, beta_runs, gpflow_runs):
+            for k in [k for k, r in runs.items() if r["gamma"] in ("default", "warm-up")]:
+                del runs[k]
+        RERUN["rerun"] = True
     if not args.report_only:
         probs = problems()
         names = [n for n in probs if not args.only or n in args.only.split(",")]

@@ -34,6 +34,16 @@ def test_log_linear_endpoints_and_shape():
     assert [float(one(tf.constant(t, tf.int64))) for t in (1, 2, 10)] == [0.5, 0.5, 0.5]
 
 
+def test_warm_up_is_trains_measured_default():
+    """1e-3 at t = 1, log-linear to 0.1 at t = 100 (benchmarks/WARMUP.md), 0.1 after; a fresh object."""
+    s = schedules.warm_up()
+    values = [float(s(tf.constant(t, tf.int64))) for t in (1, 34, 67, 100, 101, 10_000)]
+    np.testing.assert_allclose(values, [1e-3, 1e-3 * 10 ** (66 / 99), 1e-3 * 10 ** (132 / 99), 0.1, 0.1, 0.1],
+                               rtol=1e-12)
+    assert schedules.warm_up() is not s
+    assert "steps=100" in repr(s)
+
+
 @pytest.mark.parametrize(
     "make",
     [

@@ -101,13 +101,13 @@ def test_defaults_follow_the_likelihood_and_the_batch(rng):
     history = gpnat.train(model, data, iterations=3, batch_size=len(data[0]), progress=False)
     assert history.mode == "alternating"
     assert history.gamma == [1.0, 1.0, 1.0]  # a batch of all N points is the full batch
-    warm_up = [schedules.LogLinear(1e-3, 0.1, 20)(t) for t in (1, 2, 3)]
+    warm_up = [schedules.warm_up()(t) for t in (1, 2, 3)]
     for kwargs in (dict(batch_size=20), dict(data=tf.data.Dataset.from_tensor_slices(data).batch(20))):
         history = gpnat.train(model, **{"data": data, **kwargs}, iterations=3, progress=False)
         np.testing.assert_allclose(history.gamma, warm_up, rtol=1e-12)
     model, data = _model(rng, likelihood=gpflow.likelihoods.StudentT())
     history = gpnat.train(model, data, iterations=3, progress=False)
-    expected = [schedules.LogLinear(1e-3, 0.1, 20)(t) for t in (1, 2, 3)]
+    expected = [schedules.warm_up()(t) for t in (1, 2, 3)]
     np.testing.assert_allclose(history.gamma, expected, rtol=1e-12)
     # the mode alone (chosen before the loop: iterations=0 runs none and traces nothing)
     assert gpnat.train(model, data, iterations=0, natgrad=None, progress=False).mode == "adam"

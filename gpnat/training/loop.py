@@ -27,7 +27,7 @@ from ..checks import check_count, check_fraction, check_outputs, check_positive,
 from ..natgrad import NaturalGradient, NaturalGradientError
 from ..parametrisations import Natural
 from ..recovery import NO_RECOVERY, REASONS, Guard, Recovery
-from ..schedules import Constant, LogLinear
+from ..schedules import Constant, warm_up
 from ..variational import variational_distributions
 from .batches import NO_BATCHES, ArrayBatches, check_arrays, dataset_batches
 from .cache import Compiled, configuration, forget, keep, lookup
@@ -62,13 +62,13 @@ class _DefaultNaturalGradient:
 
     def __repr__(self) -> str:
         return ("NaturalGradient(1.0) for a Gaussian likelihood on the full data and a full-covariance q(u) "
-                "(1/L where a kernel mixes L latent GPs), else NaturalGradient(LogLinear(1e-3, 0.1, 20))")
+                "(1/L where a kernel mixes L latent GPs), else NaturalGradient(LogLinear(1e-3, 0.1, 100))")
 
     @staticmethod
     def make(model=None, full_batch: bool = True) -> "NaturalGradient":
         if _conjugate(model, full_batch):
             return NaturalGradient(gamma=1.0 / _mixed_latent_gps(model))
-        return NaturalGradient(gamma=LogLinear(1e-3, 1e-1, 20))
+        return NaturalGradient(gamma=warm_up())
 
 
 def _conjugate(model, full_batch: bool) -> bool:
@@ -167,7 +167,7 @@ def train(
         ``NaturalGradient(1.0)`` for a Gaussian likelihood on the full data
         (exact in one step; ``NaturalGradient(1/L)`` where a kernel such as
         ``LinearCoregionalization`` mixes L latent GPs, where γ = 1 can
-        diverge: ``benchmarks/MIXING.md``), else ``NaturalGradient(LogLinear(1e-3, 0.1, 20))``,
+        diverge: ``benchmarks/MIXING.md``), else ``NaturalGradient(LogLinear(1e-3, 0.1, 100))``,
         a short warm-up to the paper's γ = 0.1 (also for a Gaussian
         likelihood on minibatches, where γ = 1 jumps to each batch's optimum,
         and for a diagonal q(u), whose step is never exact:
