@@ -56,6 +56,10 @@ class Parametrisation:
     diagonal: bool = False
     #: the same coordinates in the other family (full <-> diagonal), if there are any
     counterpart: Optional[type] = None
+    #: what a full-covariance ξ₂ ``[L, M, M]`` must be: "lower triangular" (a factor whose upper
+    #: triangle the conversions ignore), "symmetric", or None (no constraint; a user's default).
+    #: :meth:`gpnat.VariationalGaussian.assign` refuses a ξ₂ that is not.
+    xi_2_form: Optional[str] = None
 
     def to_meanchol(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
         """ξ -> (q_mu [M, L], q_sqrt [L, M, M])."""
@@ -214,6 +218,7 @@ class MeanCholesky(_SignedFactor, Parametrisation):
     """
 
     names = ("q_mu", "q_sqrt")
+    xi_2_form = "lower triangular"
 
     def to_meanchol(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
         return xi_1, tf.linalg.band_part(xi_2, -1, 0)
@@ -318,6 +323,7 @@ class Natural(Parametrisation):
 
     names = ("theta_1", "theta_2")
     is_natural = True
+    xi_2_form = "symmetric"
 
     def to_meanchol(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
         return gaussian.natural_to_meanchol(xi_1, xi_2)
@@ -370,6 +376,7 @@ class Expectation(Parametrisation):
     """
 
     names = ("eta_1", "eta_2")
+    xi_2_form = "symmetric"
 
     def to_meanchol(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
         return gaussian.expectation_to_meanchol(xi_1, xi_2)
@@ -419,6 +426,7 @@ class MeanPrecisionCholesky(_SignedFactor, Parametrisation):
     """
 
     names = ("q_mu", "q_prec_sqrt")
+    xi_2_form = "lower triangular"
 
     def to_meanchol(self, xi_1: tf.Tensor, xi_2: tf.Tensor) -> Pair:
         return gaussian.precision_cholesky_to_meanchol(xi_1, xi_2)

@@ -41,6 +41,17 @@ def _lower_triangular_is_valid(q_mu: np.ndarray, q_sqrt: np.ndarray) -> None:
         )
 
 
+def _check_form(xi_2: np.ndarray, name: str, form) -> None:
+    """Refuse a full-covariance ξ₂ ``[L, M, M]`` that is not of its parametrisation's form: a factor's
+    upper triangle would be dropped silently, an asymmetric θ₂ or η₂ read by one triangle only."""
+    if form == "lower triangular" and np.any(np.triu(xi_2, k=1) != 0):
+        raise InvalidGaussianError(f"{name} must be lower triangular (its upper triangle is not zero)")
+    if form == "symmetric":
+        scale = max(float(np.max(np.abs(xi_2))), np.finfo(xi_2.dtype).tiny)
+        if np.max(np.abs(xi_2 - np.swapaxes(xi_2, -1, -2))) > 1e-10 * scale:
+            raise InvalidGaussianError(f"{name} must be symmetric")
+
+
 def _diagonal_is_valid(q_mu: np.ndarray, q_sqrt: np.ndarray) -> None:
     if not np.all(np.isfinite(q_mu)):
         raise InvalidGaussianError("q_mu contains NaN or inf")
@@ -220,6 +231,8 @@ class VariationalGaussian(gpflow.base.Module):
             if not np.all(np.isfinite(value)):
                 raise InvalidGaussianError(f"{name} contains NaN or inf")
             values.append(value)
+        _check_form(values[1], self.parametrisation.names[1],
+                    None if self.q_diag else getattr(self.parametrisation, "xi_2_form", None))
         if not bool(self.parametrisation.is_valid(*values)):
             raise InvalidGaussianError(
                 f"({', '.join(self.parametrisation.names)}) is not a valid Gaussian in "

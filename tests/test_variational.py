@@ -74,3 +74,25 @@ def test_assign_raw_coordinates_checks_validity(rng):
         np.testing.assert_array_equal(v.numpy(), b)
     q.assign(np.ones((2, 1)), -np.eye(2)[None])
     np.testing.assert_allclose(q.mean_cholesky()[0], 0.5 * np.ones((2, 1)))
+
+
+
+def test_assign_refuses_a_xi_2_not_of_its_form(parametrisation, rng):
+    """A factor's upper triangle would be dropped silently and an asymmetric θ₂ or η₂ read by one
+    triangle only: assign refuses both by name and keeps q(u). Round-off in a valid ξ₂ is taken."""
+    form = parametrisation.xi_2_form
+    assert form is None if parametrisation.diagonal else form in ("lower triangular", "symmetric")
+    q = VariationalGaussian(4, 2, parametrisation=parametrisation)
+    q.assign_mean_cholesky(*random_meanchol(rng, 4, 2))
+    xi = [v.numpy().copy() for v in q.xi]
+    if form is None:
+        return
+    noisy = xi[1] * (1 + 1e-14 * rng.standard_normal(xi[1].shape))
+    q.assign(xi[0], noisy if form == "symmetric" else np.tril(noisy))
+    np.testing.assert_allclose(q.xi[1].numpy(), xi[1], rtol=1e-12)
+    q.assign(*xi)
+    bad = xi[1] + np.triu(np.full(xi[1].shape[-2:], 0.3), 1)  # neither lower triangular nor symmetric
+    with pytest.raises(InvalidGaussianError, match=f"{parametrisation.names[1]} must be {form}"):
+        q.assign(xi[0], bad)
+    for v, b in zip(q.xi, xi):
+        np.testing.assert_array_equal(v.numpy(), b)
