@@ -20,7 +20,8 @@ hyperparameters, and each candidate for the natural step (fused, but γ = 1):
 
 * ``γ = 1``, alternating: train's default before this benchmark (as for the full family);
 * constant ``γ = 0.5``, ``0.2`` and ``0.1``;
-* ``warm-up to 0.1``: ``gpnat.schedules.warm_up()``, train's default everywhere else;
+* ``warm-up T``: ``gpnat.schedules.warm_up(T)``, ``LogLinear(1e-3, 0.1, T)``, for T = 20
+  and T = ``WARM_UP_STEPS`` (train's default everywhere else);
 * ``Adam-only``: Adam on every variable, q(u) included.
 
 Per run: the final full-data ELBO, the ELBO after a third of the iterations,
@@ -44,18 +45,19 @@ from machine import fmt, git_state, report_header, write_report  # noqa: E402
 
 import gpnat  # noqa: E402
 from gpnat.experiments import common  # noqa: E402
-from gpnat.schedules import warm_up  # noqa: E402
+from gpnat.schedules import WARM_UP_STEPS, warm_up  # noqa: E402
 
 gpflow.config.set_default_float(np.float64)
-CANDIDATES = ("γ = 1", "γ = 0.5", "γ = 0.2", "γ = 0.1", "warm-up to 0.1", "Adam-only")
+CANDIDATES = ("γ = 1", "γ = 0.5", "γ = 0.2", "γ = 0.1") + tuple(f"warm-up {t}" for t in sorted({20, WARM_UP_STEPS})) + (
+    "Adam-only",)
 
 
 def settings(candidate: str) -> dict:
     """train's ``natgrad`` for a candidate."""
     if candidate == "Adam-only":
         return dict(natgrad=None)
-    if candidate == "warm-up to 0.1":
-        return dict(natgrad=gpnat.NaturalGradient(warm_up()))
+    if candidate.startswith("warm-up"):
+        return dict(natgrad=gpnat.NaturalGradient(warm_up(int(candidate.split()[1]))))
     gamma = float(candidate.split("= ")[1])
     return dict(natgrad=gpnat.NaturalGradient(gamma), fused=gamma != 1.0)
 

@@ -105,16 +105,18 @@ T = 100 ended at least as high as Adam-only training in the most runs (11 of 12 
 8 of 10 at 3,000; T = 20: 9 and 6)."""
 
 
-def warm_up() -> LogLinear:
+def warm_up(steps: int = WARM_UP_STEPS) -> LogLinear:
     r"""The default γ of :func:`gpnat.train` wherever a natural step is not the conjugate update
-    (non-Gaussian likelihoods, minibatches, a diagonal q(u)): ``LogLinear(1e-3, 0.1, 100)``.
+    (non-Gaussian likelihoods, minibatches): ``LogLinear(1e-3, 0.1, steps)``, ``steps`` = 100.
 
-    γ grows log-linearly from 10⁻³ at t = 1 to 0.1 at t = 100 and stays there.
+    γ grows log-linearly from 10⁻³ at t = 1 to 0.1 at t = ``steps`` and stays there.
     A slow start keeps q(u) near the prior while Adam moves the
     hyperparameters from where Adam-only training would; the paper's 0.1 at
-    the end (``benchmarks/WARMUP.md``, ``benchmarks/ROBUSTNESS.md``).
+    the end (``benchmarks/WARMUP.md``, ``benchmarks/ROBUSTNESS.md``). A
+    diagonal q(u) with a Gaussian likelihood on the full data gets
+    ``warm_up(20)`` (``benchmarks/DIAGONAL.md``).
     """
-    return LogLinear(1e-3, 1e-1, WARM_UP_STEPS)
+    return LogLinear(1e-3, 1e-1, steps)
 
 
 def as_schedule(gamma: Union[float, Schedule]) -> Schedule:

@@ -112,12 +112,14 @@ def test_defaults_follow_the_likelihood_and_the_batch(rng):
     # the mode alone (chosen before the loop: iterations=0 runs none and traces nothing)
     assert gpnat.train(model, data, iterations=0, natgrad=None, progress=False).mode == "adam"
     assert gpnat.train(model, data, iterations=0, adam_lr=None, progress=False).mode == "natgrad"
-    # a diagonal q(u) is not conjugate even to a Gaussian likelihood: the warm-up, fused (DIAGONAL.md)
+    # a diagonal q(u) is not conjugate even to a Gaussian likelihood: a warm-up, fused (DIAGONAL.md),
+    # the short one on the full data, the default on minibatches (chosen before the loop)
     X, Y = data
     diagonal = gpnat.SVGP(make_kernel(), gpflow.likelihoods.Gaussian(0.3), X[:M].copy(), num_data=N, q_diag=True)
     history = gpnat.train(diagonal, data, iterations=3, progress=False)
     assert history.mode == "fused"
-    np.testing.assert_allclose(history.gamma, expected, rtol=1e-12)
+    np.testing.assert_allclose(history.gamma, [schedules.warm_up(20)(t) for t in (1, 2, 3)], rtol=1e-12)
+    assert repr(gpnat.training.loop._DEFAULT.make(diagonal, full_batch=False).gamma) == repr(schedules.warm_up())
     assert gpnat.train(diagonal, data, iterations=0, natgrad=gpnat.NaturalGradient(1.0),
                        progress=False).mode == "fused"
 
