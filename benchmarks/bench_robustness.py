@@ -726,7 +726,9 @@ def rerun_note(info, *sections):
         return []
     where = ", ".join(f"{n} at {code}" for code, n in sorted(later.items()))
     return [f"Every run of train's default schedule (*default*) was rerun ({where}) when the warm-up "
-            f"became {WARM_UP} (`benchmarks/WARMUP.md`); the other runs keep their records.", ""]
+            f"became {WARM_UP} (`benchmarks/WARMUP.md`); the other runs keep their records. Times "
+            "of runs made in different sessions are not comparable (this machine's speed varies from "
+            "session to session): the mean times of the modes table mix both.", ""]
 
 
 def report(results, info, iterations, lr_runs=None, gaussian_runs=None, beta_runs=None, gpflow_runs=None,
