@@ -49,15 +49,17 @@ class _DefaultNaturalGradient:
     ``LinearCoregionalization`` mixes L latent GPs: a step is then damped
     block Jacobi, which converges for γ < 2/L at most (``bench_mixing.py``);
     γ = 1 diverged there. Everything else, a Gaussian likelihood on
-    minibatches included, gets the paper's γ = 0.1 reached by a short warm-up
-    from 1e-3 over 20 steps: with minibatches γ = 1 jumps to each batch's
-    optimal q(u), and ended 52 to 2,044 nats below the warm-up (and below
+    minibatches included, gets the paper's γ = 0.1 reached by the warm-up
+    :func:`gpnat.schedules.warm_up` from 1e-3 over 100 steps
+    (``benchmarks/WARMUP.md``): with minibatches γ = 1 jumps to each batch's
+    optimal q(u), and ended 50 to 2,036 nats below the warm-up (and below
     Adam-only training) on UCI yacht, concrete and kin8nm, batch 128. A
-    diagonal q(u) (``q_diag``) gets the warm-up too, on a Gaussian likelihood
-    on the full data as well: its natural step is not exact but damped
-    Jacobi on the coupled means, and in ``benchmarks/DIAGONAL.md`` γ = 1
-    was rolled back in all 12 runs and ended below Adam-only in 7, where the
-    warm-up ended at or above Adam-only in all 12, without a rollback.
+    diagonal q(u) (``q_diag``) gets a warm-up on a Gaussian likelihood on
+    the full data as well, over ``DIAGONAL_WARM_UP_STEPS`` = 20 steps: its
+    natural step is not exact but damped Jacobi on the coupled means, and in
+    ``benchmarks/DIAGONAL.md`` γ = 1 was rolled back in all 12 runs and ended
+    below Adam-only in 7, where the short warm-up ended at or above Adam-only
+    in all 12, without a rollback, and ahead of the 100-step one.
     """
 
     def __repr__(self) -> str:
