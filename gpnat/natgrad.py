@@ -37,9 +37,9 @@ import numpy as np
 import tensorflow as tf
 
 from .checks import check_count, check_positive
-from .parametrisations import Natural, Parametrisation, get_parametrisation
+from .parametrisations import Natural, Parametrisation
 from .schedules import Schedule, as_schedule, check_gamma
-from .variational import as_list
+from .variational import as_list, step_coordinates
 
 __all__ = [
     "NaturalGradient",
@@ -261,7 +261,9 @@ class NaturalGradient(tf.Module):
         step t -> γ, see :mod:`gpnat.schedules`), evaluated at t = 1, 2, ...
     :param coordinates: the coordinates ζ of the step: any
         :class:`~gpnat.parametrisations.Parametrisation` (instance, class or
-        name). Default :class:`~gpnat.parametrisations.Natural`: a step of
+        name), or one of gpflow's ``XiTransform`` s (``XiNat()`` is
+        :class:`~gpnat.parametrisations.Natural`, ``XiSqrtMeanVar()``
+        :class:`~gpnat.parametrisations.MeanCholesky`). Default :class:`~gpnat.parametrisations.Natural`: a step of
         γ = 1 on a Gaussian likelihood lands on the optimal q(u) (the SGPR
         bound) from any start, whatever the storage, as gpflow's ``XiNat``.
         A diagonal q(u) (``q_diag``) is stepped in the same coordinates of the
@@ -307,7 +309,7 @@ class NaturalGradient(tf.Module):
         super().__init__(name=name)
         self.gamma: Schedule = as_schedule(gamma)
         self.coordinates: Optional[Parametrisation] = (
-            None if coordinates is None else get_parametrisation(coordinates)
+            None if coordinates is None else step_coordinates(coordinates)
         )
         self.max_tries = int(max_tries)
         self.closed_form = bool(closed_form)

@@ -286,8 +286,9 @@ class _XiTransformCoordinates(Parametrisation):
         return id(self.xi_transform)
 
 
-def _step_coordinates(coordinates) -> Optional[Parametrisation]:
-    """A tuple's third element: a gpnat parametrisation (or name), or a gpflow ``XiTransform``."""
+def step_coordinates(coordinates) -> Optional[Parametrisation]:
+    """Step coordinates as given to :class:`gpnat.NaturalGradient` or as a ``var_list`` tuple's third
+    element: a gpnat parametrisation (instance, class or name), or a gpflow ``XiTransform``."""
     if coordinates is None:
         return None
     from gpflow.optimizers import natgrad as gpflow_natgrad
@@ -298,7 +299,10 @@ def _step_coordinates(coordinates) -> Optional[Parametrisation]:
         return MeanCholesky()
     if isinstance(coordinates, gpflow_natgrad.XiTransform):
         return _XiTransformCoordinates(coordinates)
-    return get_parametrisation(coordinates)
+    try:
+        return get_parametrisation(coordinates)
+    except TypeError as err:
+        raise TypeError(f"step coordinates: {err}, or a gpflow XiTransform such as XiNat()") from None
 
 
 class GpflowQ:
@@ -342,7 +346,7 @@ class GpflowQ:
         self.q_diag = sqrt_shape == (M, L)
         self.num_inducing, self.num_latent_gps = M, L
         self.parametrisation: Parametrisation = _GpflowDiagonalMeanStd() if self.q_diag else MeanCholesky()
-        self.coordinates = _step_coordinates(coordinates)
+        self.coordinates = step_coordinates(coordinates)
         self.xi = (q_mu, q_sqrt)
         self.variables_to_watch = (q_mu.unconstrained_variable, q_sqrt.unconstrained_variable)
 

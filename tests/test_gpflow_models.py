@@ -135,6 +135,36 @@ def test_steps_on_gpflow_parameters_equal_steps_on_gpnat_q(rng, q_diag, coordina
         np.testing.assert_allclose(a.numpy(), b, rtol=1e-8, atol=1e-10)
 
 
+def test_gpflow_xi_transforms_are_step_coordinates_of_natural_gradient(rng):
+    """NaturalGradient(coordinates=XiNat()) is Natural coordinates and XiSqrtMeanVar() mean/Cholesky, as in the
+    var_list form; any other XiTransform steps through its own maps; an object of neither kind is refused."""
+    assert gpnat.NaturalGradient(coordinates=XiNat()).coordinates == gpnat.Natural()
+    assert gpnat.NaturalGradient(coordinates=XiSqrtMeanVar()).coordinates == gpnat.MeanCholesky()
+
+    class Doubled(gpflow.optimizers.natgrad.XiTransform):  # ξ = (m, 2L): the same step as mean/Cholesky
+        def meanvarsqrt_to_xi(self, mean, varsqrt):
+            return mean, 2.0 * varsqrt
+
+        def xi_to_meanvarsqrt(self, xi_1, xi_2):
+            return xi_1, 0.5 * xi_2
+
+        def naturals_to_xi(self, nat_1, nat_2):
+            mean, varsqrt = gpflow.optimizers.natgrad.natural_to_meanvarsqrt(nat_1, nat_2)
+            return mean, 2.0 * varsqrt
+
+    X, Y = regression_data(rng, N=20)
+    Y = (Y > 0).astype(float)
+    models = [gpnat.SVGP(make_kernel(), gpflow.likelihoods.Bernoulli(), X[:M].copy()) for _ in range(2)]
+    for model, coordinates in zip(models, (Doubled(), gpnat.MeanCholesky())):
+        opt = gpnat.NaturalGradient(0.3, coordinates=coordinates)
+        for _ in range(3):
+            opt.minimize(model.training_loss_closure((X, Y), compile=False), model.q)
+    for a, b in zip(*(m.q.mean_cholesky() for m in models)):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    with pytest.raises(TypeError, match="step coordinates: parametrisation must be .* or a gpflow XiTransform"):
+        gpnat.NaturalGradient(coordinates=object())
+
+
 @pytest.mark.parametrize("q_diag", [False, True], ids=["full", "q_diag"])
 def test_gradients_are_taken_through_the_parameters_transforms(rng, q_diag):
     """∇ with respect to the constrained (q_mu, q_sqrt) equals the gradient of the same loss written on tensors."""
