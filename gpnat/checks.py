@@ -7,6 +7,7 @@ that names the argument and shows what was given, before anything changes.
 :func:`check_targets` checks targets Y against the likelihood's support, and
 :func:`check_outputs` the model's outputs and Y's columns against the likelihood.
 """
+import contextlib
 from numbers import Real
 
 import gpflow
@@ -145,6 +146,47 @@ def output_count(kernel, num_latent_gps: int) -> int:
     if isinstance(kernel, gpflow.kernels.LinearCoregionalization):
         return int(kernel.W.shape[0])
     return int(num_latent_gps)
+
+
+#: how many ``targets_checked_by_caller`` contexts are open (a counter, not thread-local: a
+#: distribution strategy traces its replicas in threads of its own)
+_CALLER_CHECKED = [0]
+
+
+@contextlib.contextmanager
+def targets_checked_by_caller():
+    """Within this context models do not check targets against their likelihood's support
+    (:func:`checked_targets`). For :func:`gpnat.train`, which checks arrays before training and each
+    streamed batch inside its loop, where a batch that does not fit fails the iteration with a clear
+    error instead of an assertion inside the model."""
+    _CALLER_CHECKED[0] += 1
+    try:
+        yield
+    finally:
+        _CALLER_CHECKED[0] -= 1
+
+
+def checked_targets(likelihood, Y):
+    """Y ``[N, P]`` after checking it against ``likelihood``'s support: eagerly :func:`check_targets`
+    (a ValueError); in compiled code the returned tensor depends on an assertion with the same words,
+    so that nothing computed from it (a loss, its gradients, an update) runs with targets that do not
+    fit. Not checked inside :func:`targets_checked_by_caller`."""
+    if _CALLER_CHECKED[0]:
+        return Y
+    if tf.executing_eagerly() or not tf.is_tensor(Y):
+        check_targets(likelihood, Y)
+        return Y
+    rule = _rule(likelihood)
+    if rule is None:
+        return Y
+    kind, takes, _ = rule
+    name = type(likelihood).__name__
+    if kind in _ONE_COLUMN and Y.shape[-1] is not None and Y.shape[-1] != 1:
+        raise ValueError(f"Y does not fit the {name} likelihood: it takes {takes}, "
+                         f"Y has {Y.shape[-1]} columns (one-hot labels? pass their argmax)")
+    fits = tf.debugging.Assert(targets_fit(likelihood, Y), [f"Y does not fit the {name} likelihood: it takes {takes}"])
+    with tf.control_dependencies([fits]):
+        return tf.identity(Y)
 
 
 def check_outputs(likelihood, kernel, num_latent_gps: int, Y=None) -> None:

@@ -279,3 +279,28 @@ def test_a_compiled_step_on_data_with_nan_raises_before_it_changes_anything(rng)
         for v, b in zip([*model.q.xi, *opt.variables], state):
             np.testing.assert_array_equal(v.numpy(), b)
 
+
+
+def test_compiled_code_checks_targets_against_the_likelihood_before_it_changes_anything(rng):
+    """Compiled (gpflow's default training_loss_closure, a user's tf.function), targets outside the
+    likelihood's support are an error with the eager words, and a step on them changes neither q(u)
+    nor the optimizer; they used to give a finite loss and an accepted step."""
+    X = rng.uniform(-2, 2, (40, 1))
+    Y = rng.integers(1, 3, (40, 1)).astype(float)  # labels 1 and 2: 2 is no Bernoulli label
+    Z = np.linspace(-2, 2, 5)[:, None]
+    model = gpnat.SVGP(gpflow.kernels.SquaredExponential(), gpflow.likelihoods.Bernoulli(), Z)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Y does not fit the Bernoulli likelihood: it takes"):
+        model.training_loss_closure((X, Y))()
+    opt = gpnat.NaturalGradient(0.1)
+    step = tf.function(lambda x, y: opt.minimize(lambda: model.training_loss((x, y)), model.q))
+    state = [v.numpy().copy() for v in [*model.q.xi, *opt.variables]]
+    for _ in range(4):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="Y does not fit the Bernoulli likelihood"):
+            step(tf.constant(X), tf.constant(Y))
+        for v, b in zip([*model.q.xi, *opt.variables], state):
+            np.testing.assert_array_equal(v.numpy(), b)
+    step(tf.constant(X), tf.constant(Y - 1.0))  # labels 0 and 1 fit: the same traced step runs
+    assert not np.array_equal(model.q.xi[0].numpy(), state[0])
+    counts = gpnat.SVGP(gpflow.kernels.SquaredExponential(), gpflow.likelihoods.Poisson(), Z)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"Y does not fit the Poisson likelihood: it takes counts"):
+        tf.function(counts.elbo)((X, -Y))

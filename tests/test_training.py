@@ -732,6 +732,20 @@ def test_a_streamed_batch_outside_the_likelihoods_support_stops_training_by_name
         np.testing.assert_array_equal(got.numpy(), want.numpy())
 
 
+def test_a_streamed_batch_that_zeros_do_not_fit_either_stops_training_by_name():
+    """train replaces a batch that does not fit by zeros and fails the iteration (code 7); the model's own
+    in-graph target check stays out of train's loop, so zeros outside the support (Gamma takes y > 0)
+    do not trip it inside the model instead."""
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(30, 2)), np.exp(rng.normal(size=(30, 1)))
+    Y[15, 0] = 0.0  # in the second batch of 10
+    model = gpnat.SVGP(make_kernel(), gpflow.likelihoods.Gamma(), X[:5].copy(), num_data=30)
+    data = tf.data.Dataset.from_tensor_slices((X, Y)).batch(10)
+    with pytest.raises(ValueError, match=r"iteration 2: .* a Y outside the Gamma likelihood's support") as info:
+        gpnat.train(model, data, iterations=3, progress=False)
+    assert info.value.history.failure == [0, 7]
+
+
 @pytest.mark.parametrize("natgrad, batch_size, likelihood, mode", [
     (gpnat.NaturalGradient(1.0), None, "gaussian", "alternating"),
     (gpnat.NaturalGradient(0.5), None, "gaussian", "fused"),  # not exact in one step

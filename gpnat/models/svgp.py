@@ -29,7 +29,7 @@ from gpflow.models.util import inducingpoint_wrapper
 from gpflow.posteriors import IndependentPosteriorMultiOutput, IndependentPosteriorSingleOutput, get_posterior_class
 
 from .. import gaussian
-from ..checks import as_likelihood_targets, check_count, check_outputs, check_targets
+from ..checks import as_likelihood_targets, check_count, check_outputs, checked_targets
 from ..parametrisations import MeanCholesky, Parametrisation
 from ..variational import VariationalGaussian
 
@@ -170,8 +170,8 @@ class SVGP(GPModel, ExternalDataTrainingLossMixin):
                     f"X and Y must have the same number of rows, got {X.shape[0]} and {Y.shape[0]}"
                 )
         X, Y = _check_data(X, Y)
-        if Y is not None and tf.executing_eagerly():
-            check_targets(self.likelihood, Y)
+        if Y is not None:
+            Y = checked_targets(self.likelihood, Y)
             check_outputs(self.likelihood, self.kernel, self.num_latent_gps, Y)
         return X, Y
 

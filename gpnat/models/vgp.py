@@ -23,7 +23,7 @@ from gpflow.models.training_mixins import InternalDataTrainingLossMixin
 from gpflow.utilities.model_utils import assert_params_false
 
 from .. import gaussian
-from ..checks import as_likelihood_targets, check_outputs, check_targets
+from ..checks import as_likelihood_targets, check_outputs, check_targets, checked_targets
 from ..parametrisations import MeanCholesky, Parametrisation, get_parametrisation
 from ..variational import VariationalGaussian
 from .svgp import _check_data
@@ -194,8 +194,7 @@ class VGP(GPModel, InternalDataTrainingLossMixin):
         if X.shape[0] is not None and Y.shape[0] is not None and X.shape[0] != Y.shape[0]:
             raise ValueError(f"X and Y must have the same number of rows, got {X.shape[0]} and {Y.shape[0]}")
         X, Y = _check_data(X, Y)
-        if tf.executing_eagerly():
-            check_targets(self.likelihood, Y)
-            check_outputs(self.likelihood, self.kernel, self.num_latent_gps, Y)
+        Y = checked_targets(self.likelihood, Y)
+        check_outputs(self.likelihood, self.kernel, self.num_latent_gps, Y)
         Y = as_likelihood_targets(self.likelihood, Y)
         return super().predict_log_density((X, Y), full_cov=full_cov, full_output_cov=full_output_cov)

@@ -23,7 +23,16 @@ import tensorflow_probability as tfp
 from gpflow.keras import tf_keras
 from tensorflow.python.framework import ops as tf_ops
 
-from ..checks import check_count, check_fraction, check_outputs, check_positive, check_targets, support, targets_fit
+from ..checks import (
+    check_count,
+    check_fraction,
+    check_outputs,
+    check_positive,
+    check_targets,
+    support,
+    targets_checked_by_caller,
+    targets_fit,
+)
 from ..natgrad import NaturalGradient, NaturalGradientError
 from ..parametrisations import Natural
 from ..recovery import NO_RECOVERY, REASONS, Guard, Recovery
@@ -783,6 +792,10 @@ def _compiled_loop(parts: Parts, step, source, compile: bool, jit_compile: bool)
     checked_batch = partial(_checked_batch, getattr(parts.model, "likelihood", None))
 
     def chunk(n, check, X, Y, iterator):
+        with targets_checked_by_caller():  # checked above, or by checked_batch: not again in the model
+            return unchecked_chunk(n, check, X, Y, iterator)
+
+    def unchecked_chunk(n, check, X, Y, iterator):
         def batch():
             return source.batch(parts.counter, X, Y) if source is not None else next(iterator)
 
