@@ -14,6 +14,7 @@ from check_shapes import check_shapes
 
 from .checks import check_count
 from .parametrisations import (
+    DIAGONAL_PARAMETRISATIONS,
     DiagonalMeanStd,
     MeanCholesky,
     Natural,
@@ -102,6 +103,10 @@ class VariationalGaussian(gpflow.base.Module):
                 "covariance; pass q_diag=True (or None), or a full-covariance parametrisation"
             )
         self.q_diag = bool(q_diag)
+        if parametrisation.diagonal != self.q_diag and parametrisation.counterpart is None:
+            raise ValueError(
+                f"a diagonal q(u) (q_diag=True) cannot be stored in {parametrisation!r}: it has no diagonal "
+                f"counterpart; choose one of {sorted(DIAGONAL_PARAMETRISATIONS)}, or q_diag=False")
         self.parametrisation = parametrisation.for_family(self.q_diag)
         self.num_inducing = check_count(num_inducing, "num_inducing (M)")
         self.num_latent_gps = check_count(num_latent_gps, "num_latent_gps")

@@ -252,6 +252,10 @@ def test_q_diag_false_with_a_diagonal_parametrisation_is_refused():
     with pytest.raises(ValueError, match="q_diag=False"):
         gpnat.SVGP(make_kernel(), gpflow.likelihoods.Gaussian(), np.zeros((M, 2)),
                    parametrisation="diagonal_natural", q_diag=False)
+    # a storage with no diagonal counterpart is named as a storage, not as step coordinates
+    with pytest.raises(ValueError, match=r"\(q_diag=True\) cannot be stored in MeanPrecisionCholesky"):
+        gpnat.SVGP(make_kernel(), gpflow.likelihoods.Gaussian(), np.zeros((M, 2)),
+                   parametrisation="mean_precision_cholesky", q_diag=True)
 
 
 def test_coordinates_without_a_diagonal_counterpart_are_refused_and_state_kept(rng):

@@ -36,8 +36,10 @@ def test_elbo_and_predictions_match_gpflow(parametrisation, case, rng):
     kernel = make_kernel()
     mean = _mean_function() if L == 1 else None
     q_mu, q_sqrt = random_meanchol(rng, N, L, scale=0.5)
-    ours = gpnat.VGP((X, Y), kernel, likelihood, mean_function=mean, num_latent_gps=L,
-                     parametrisation=parametrisation)
+    # MultiClass(3): L = 3 by default, its latent_dim, as in SVGP (gpflow's VGP infers 1 from Y)
+    ours = gpnat.VGP((X, Y), kernel, likelihood, mean_function=mean,
+                     num_latent_gps=None if case == "multiclass" else L, parametrisation=parametrisation)
+    assert ours.num_latent_gps == L
     ours.q.assign_mean_cholesky(q_mu, q_sqrt)
     ref = gpflow.models.VGP((X, Y), kernel, likelihood, mean_function=mean, num_latent_gps=L)
     ref.q_mu.assign(q_mu)

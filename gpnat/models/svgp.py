@@ -54,7 +54,7 @@ def _check_data(X, Y=None):
 
 def _latent_gps(kernel, likelihood, num_latent_gps: Optional[int]) -> int:
     """L: the multi-output kernel's own count; for a single-output kernel the likelihood's
-    ``latent_dim`` (as gpflow infers it for a VGP), else 1; checked against the argument and the
+    ``latent_dim`` (C for ``MultiClass(C)``), else 1; checked against the argument and the
     likelihood (:func:`~gpnat.checks.check_outputs`)."""
     if isinstance(kernel, gpflow.kernels.MultioutputKernel):
         if num_latent_gps is None:

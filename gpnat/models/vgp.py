@@ -64,7 +64,9 @@ class VGP(GPModel, InternalDataTrainingLossMixin):
     :param kernel: a gpflow kernel (single-output, as for gpflow's VGP).
     :param likelihood: any gpflow likelihood.
     :param mean_function: a gpflow mean function (default zero).
-    :param num_latent_gps: L; ``None`` infers it from Y and the likelihood as gpflow does.
+    :param num_latent_gps: L; ``None``: the likelihood's ``latent_dim`` where it has one (C for
+        ``MultiClass(C)``, as :class:`gpnat.SVGP`; gpflow's VGP infers 1 there and evaluates
+        C classes on one latent GP), else inferred from Y as gpflow does.
     :param parametrisation: coordinates q is stored in (default
         :class:`~gpnat.parametrisations.MeanCholesky`); an instance, a class or a name.
 
@@ -107,7 +109,8 @@ class VGP(GPModel, InternalDataTrainingLossMixin):
                 f"VGP's q is a full-covariance Gaussian (as in gpflow), not the diagonal {parametrisation!r}"
             )
         if num_latent_gps is None:
-            num_latent_gps = self.calc_num_latent_gps_from_data((X, Y), kernel, likelihood)
+            num_latent_gps = getattr(likelihood, "latent_dim", None) or self.calc_num_latent_gps_from_data(
+                (X, Y), kernel, likelihood)
         check_outputs(likelihood, kernel, num_latent_gps, Y)
         super().__init__(kernel, likelihood, mean_function, num_latent_gps)
         self.data = (tf.constant(X), tf.constant(Y))
