@@ -202,8 +202,9 @@ def _cholesky(A: tf.Tensor):
 def cholesky(A: tf.Tensor) -> tf.Tensor:
     r"""``tf.linalg.cholesky(A)``, the same forward op, with a cheaper reverse mode.
 
-    The gradient (:func:`_cholesky_reverse`) is TensorFlow's to round-off but
-    splits into 2 × 2 blocks from ``CHOLESKY_SPLIT_FROM`` on (M = 192 in
+    The gradient (:func:`_cholesky_reverse`) is TensorFlow's to round-off for a
+    well-conditioned A (less accurate than TensorFlow's for cond(A) ≳ 1e7:
+    ``docs/theory.md``), but splits into 2 × 2 blocks from ``CHOLESKY_SPLIT_FROM`` on (M = 192 in
     float64, 256 in float32) and never forms an inverse; at M = 1000 a
     Cholesky and its gradient take about a third of the time
     (``benchmarks/CHOLESKY.md``). It is built from differentiable ops on
