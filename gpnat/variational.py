@@ -157,6 +157,20 @@ class VariationalGaussian(gpflow.base.Module):
         """
         return self.parametrisation.to_meanchol(*self._xi)
 
+    def checked_mean_cholesky(self) -> Tuple[tf.Tensor, tf.Tensor]:
+        """:meth:`mean_cholesky`, refused where it is not finite (a q(u) set without checks, e.g. by
+        ``gpflow.utilities.multiple_assign``): eagerly an :class:`InvalidGaussianError`, compiled an
+        assertion that gates the result. O(M²); for predictions, which would otherwise be NaN."""
+        q_mu, q_sqrt = self.mean_cholesky()
+        message = (f"q(u) is not a valid Gaussian: its mean/Cholesky view is not finite (stored as "
+                   f"{self.parametrisation!r}; was it set without checks, e.g. by "
+                   "gpflow.utilities.multiple_assign?); set it with q.assign or q.assign_mean_cholesky")
+        if tf.executing_eagerly():
+            if not (np.all(np.isfinite(q_mu.numpy())) and np.all(np.isfinite(q_sqrt.numpy()))):
+                raise InvalidGaussianError(message)
+            return q_mu, q_sqrt
+        return tf.debugging.assert_all_finite(q_mu, message), tf.debugging.assert_all_finite(q_sqrt, message)
+
     @check_shapes(
         "return[0]: [M, L]",
         "return[1]: [L, M, M] if not self.q_diag",

@@ -9,6 +9,7 @@ import tensorflow_probability as tfp
 from check_shapes import disable_check_shapes
 
 import gpnat
+from gpnat.variational import InvalidGaussianError
 
 from .conftest import make_kernel, random_meanchol, regression_data
 
@@ -304,3 +305,19 @@ def test_compiled_code_checks_targets_against_the_likelihood_before_it_changes_a
     counts = gpnat.SVGP(gpflow.kernels.SquaredExponential(), gpflow.likelihoods.Poisson(), Z)
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"Y does not fit the Poisson likelihood: it takes counts"):
         tf.function(counts.elbo)((X, -Y))
+
+
+def test_predictions_from_a_q_set_without_checks_are_refused_by_name(parametrisation, rng):
+    """A q(u) made invalid behind the checks (a variable's assign, gpflow's multiple_assign) gives a named
+    error from predict_f, predict_y and predict_log_density, eagerly and compiled, where it gave NaN."""
+    X, Y = regression_data(rng, N=N)
+    model = gpnat.SVGP(make_kernel(), gpflow.likelihoods.Gaussian(0.1), X[:M].copy(), num_data=N,
+                       parametrisation=parametrisation)
+    assert np.all(np.isfinite(model.predict_f(X[:3])[0].numpy()))
+    model.q.xi[1].assign(np.full(model.q.xi[1].shape, np.nan))
+    for predict in (lambda: model.predict_f(X[:3]), lambda: model.predict_y(X[:3]),
+                    lambda: model.predict_log_density((X[:3], Y[:3]))):
+        with pytest.raises(InvalidGaussianError, match="q\\(u\\) is not a valid Gaussian: its mean/Cholesky view"):
+            predict()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="q\\(u\\) is not a valid Gaussian"):
+        tf.function(model.predict_f)(X[:3])

@@ -286,3 +286,12 @@ def test_softmax_takes_its_class_labels_as_integers(rng):
     np.testing.assert_allclose(seeded(lambda: ours.predict_log_density((X[:5], labels[:5].astype(float)))),
                                seeded(lambda: ref.predict_log_density((X[:5], labels[:5].astype(np.int64)))),
                                rtol=1e-12)
+
+
+def test_predictions_from_a_q_set_without_checks_are_refused_by_name(rng):
+    X, cases = _cases(rng)
+    likelihood, L, Y = cases["bernoulli"]
+    model = gpnat.VGP((X, Y), make_kernel(), likelihood, parametrisation="natural")
+    model.q.xi[1].assign(np.eye(N)[None])  # θ₂ = +I: −2θ₂ is not positive definite
+    with pytest.raises(gpnat.InvalidGaussianError, match=r"q\(u\) is not a valid Gaussian: .* Natural\(\)"):
+        model.predict_f(X[:3])

@@ -265,7 +265,7 @@ class SVGP(GPModel, ExternalDataTrainingLossMixin):
     def predict_f(self, Xnew, full_cov: bool = False, full_output_cov: bool = False):
         """Mean and (co)variance of q(f*) at Xnew ``[N, D]``, as in gpflow."""
         Xnew, _ = self._check_inputs(*self._as_default_float(Xnew))
-        q_mu, q_sqrt = self.q.mean_cholesky()
+        q_mu, q_sqrt = self.q.checked_mean_cholesky()
         return self._conditional(Xnew, q_mu, q_sqrt, full_cov, full_output_cov, Lm=self._kuu_cholesky())
 
     @inherit_check_shapes

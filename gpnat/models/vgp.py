@@ -182,7 +182,7 @@ class VGP(GPModel, InternalDataTrainingLossMixin):
                 f"Xnew has {Xnew.shape[-1]} input dimensions but the training X have {X.shape[-1]}"
             )
         Xnew, _ = _check_data(Xnew)
-        q_mu, q_sqrt = self.q.mean_cholesky()
+        q_mu, q_sqrt = self.q.checked_mean_cholesky()
         mu, var = conditional(Xnew, X, self.kernel, q_mu, q_sqrt=q_sqrt, full_cov=full_cov, white=True)
         return mu + self.mean_function(Xnew), var
 
