@@ -25,7 +25,11 @@ rate on the hyperparameters and each candidate:
   ``WARMUPS``, everything else train's default,
 
 at ``--iterations`` on every problem and at ``--long-iterations`` on the
-problems of ``bench_robustness.LONG``. Per run: the final full-data ELBO and
+problems of ``bench_robustness.LONG``. Then, at ``--iterations``, q(u) alone
+(``adam_lr=None``, the hyperparameters fixed) with each warm-up length in
+``ALONE_WARMUPS``: there Adam moves nothing, so the reason for a slow start is
+gone, and the full-data ELBO after ``ALONE_EARLY`` iterations shows how soon
+each gets there. Per run: the final full-data ELBO and
 the iterations rolled back. Writes ``benchmarks/WARMUP.md`` and
 ``benchmarks/warmup.json``::
 
@@ -49,21 +53,32 @@ from gpnat.schedules import WARM_UP_STEPS, LogLinear  # noqa: E402
 
 WARMUPS = tuple(t for t in (20, 50, 100, 200) if t != WARM_UP_STEPS)  # the default is its own column
 CANDIDATES = ("Adam-only", "default") + tuple(f"warm-up {t}" for t in WARMUPS)
+#: q(u) alone (``adam_lr=None``, hyperparameters fixed at their defaults): warm-up lengths, at --iterations
+ALONE_WARMUPS = (5, 20, WARM_UP_STEPS)
+ALONE = tuple(f"q(u) alone, warm-up {t}" for t in ALONE_WARMUPS)
+ALONE_EARLY = 60  # the full-data ELBO is also read after this many iterations
+TIE = 1e-3  # nats: final ELBOs this close count as equally good
 
 
 def applies(problem: str, batch: str, candidate: str) -> bool:
     """The warm-ups replace the default where it is a warm-up, not γ = 1 (Gaussian, full data)."""
-    return not (candidate.startswith("warm-up") and problem == "yacht" and batch == "full")
+    return not ((candidate.startswith("warm-up") or candidate in ALONE) and problem == "yacht" and batch == "full")
 
 
 def run(problem, name: str, batch: str, iterations: int, candidate: str) -> dict:
     X, Y = problem[:2]
     model = robustness.build(problem, "mean_cholesky")
-    kwargs = {}
+    kwargs, early = {}, []
     if candidate == "Adam-only":
         kwargs["natgrad"] = None
     elif candidate.startswith("warm-up"):
         kwargs["natgrad"] = gpnat.NaturalGradient(LogLinear(1e-3, 0.1, int(candidate.split()[1])))
+    elif candidate in ALONE:
+        def callback(it, history):
+            if it == ALONE_EARLY:
+                early.append(float(model.elbo((X, Y))))
+        kwargs.update(natgrad=gpnat.NaturalGradient(LogLinear(1e-3, 0.1, int(candidate.split()[-1]))),
+                      adam_lr=None, callbacks=[callback], steps_per_call=ALONE_EARLY)
     t0 = time.perf_counter()
     try:
         history = gpnat.train(model, (X, Y), iterations=iterations, progress=False,
@@ -73,7 +88,7 @@ def run(problem, name: str, batch: str, iterations: int, candidate: str) -> dict
         history, status = err.history, "raised"
     return dict(problem=name, batch=batch, iterations=iterations, candidate=candidate, status=status,
                 elbo=float(model.elbo((X, Y)).numpy()), rolled_back=int(np.count_nonzero(history.failure)),
-                seconds=time.perf_counter() - t0)
+                seconds=time.perf_counter() - t0, elbo_early=early[0] if early else None)
 
 
 def report(records, meta) -> str:
@@ -92,6 +107,8 @@ def report(records, meta) -> str:
     lines += ["| candidate | " + " | ".join(f"{its} iterations: ≥ Adam-only" for its in
                                            sorted({k[0] for k in runs})) + " |",
               "|---|" + "---|" * len({k[0] for k in runs})]
+    alone = [r for r in records if r["candidate"] in ALONE]
+    records = [r for r in records if r["candidate"] not in ALONE]
     for cand in CANDIDATES[1:]:
         row = []
         for its in sorted({k[0] for k in runs}):
@@ -113,7 +130,35 @@ def report(records, meta) -> str:
             text = f"{fmt(r['elbo'], '.6g')} ({r['rolled_back']})" + (" raised" if r["status"] == "raised" else "")
             row.append(f"**{text}**" if cand != "Adam-only" and r["elbo"] >= adam else text)
         lines.append(f"| {its} | {problem} | {batch} | " + " | ".join(row) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + alone_report(alone)) + "\n"
+
+
+def alone_report(records) -> list:
+    """q(u) alone: Markdown lines (the full-data ELBO after ALONE_EARLY iterations and at the end)."""
+    if not records:
+        return []
+    cells = {}
+    for r in records:
+        cells.setdefault((r["iterations"], r["problem"], r["batch"]), {})[r["candidate"]] = r
+    its = records[0]["iterations"]
+    lines = ["", "## q(u) alone", "",
+             f"`train(..., adam_lr=None)`: natural steps only, the hyperparameters fixed at the default-built "
+             f"model's, with the warm-up `LogLinear(1e-3, 0.1, T)`; the full-data ELBO after {ALONE_EARLY} "
+             f"iterations and after {its} (iterations rolled back). *best*: how often each T gave the highest "
+             f"ELBO of the three (within {TIE} nats counts as a tie, for each).", "",
+             "| T | best after " + str(ALONE_EARLY) + " | best at the end | rolled back |", "|---|---|---|---|"]
+    for cand in ALONE:
+        early = sum(c[cand]["elbo_early"] >= max(x["elbo_early"] for x in c.values()) - TIE for c in cells.values())
+        final = sum(c[cand]["elbo"] >= max(x["elbo"] for x in c.values()) - TIE for c in cells.values())
+        lines.append(f"| {cand.split()[-1]} | {early} of {len(cells)} | {final} of {len(cells)} | "
+                     f"{sum(c[cand]['rolled_back'] for c in cells.values())} |")
+    lines += ["", "| problem | batch | " + " | ".join(f"T = {c.split()[-1]}" for c in ALONE) + " |",
+              "|---|---|" + "---|" * len(ALONE)]
+    for (_, problem, batch), c in sorted(cells.items()):
+        lines.append(f"| {problem} | {batch} | " + " | ".join(
+            f"{fmt(c[k]['elbo_early'], '.6g')} → {fmt(c[k]['elbo'], '.6g')} ({c[k]['rolled_back']})" for k in ALONE)
+            + " |")
+    return lines
 
 
 def main(argv=None):
@@ -137,7 +182,7 @@ def main(argv=None):
     records = []
     for iterations, name in plan:
         for batch in ("full", "minibatch"):
-            for cand in CANDIDATES:
+            for cand in CANDIDATES + (ALONE if iterations == args.iterations else ()):
                 if applies(name, batch, cand):
                     records.append(run(problems[name], name, batch, iterations, cand))
                     r = records[-1]
