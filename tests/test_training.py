@@ -112,6 +112,10 @@ def test_defaults_follow_the_likelihood_and_the_batch(rng):
     # the mode alone (chosen before the loop: iterations=0 runs none and traces nothing)
     assert gpnat.train(model, data, iterations=0, natgrad=None, progress=False).mode == "adam"
     assert gpnat.train(model, data, iterations=0, adam_lr=None, progress=False).mode == "natgrad"
+    # q(u) alone (adam_lr=None): the short warm-up (WARMUP.md, "q(u) alone"); with Adam, the default one
+    make = gpnat.training.loop._DEFAULT.make
+    assert repr(make(model, full_batch=True, hyperparameters_trained=False).gamma) == repr(schedules.warm_up(5))
+    assert repr(make(model, full_batch=True).gamma) == repr(schedules.warm_up())
     # a diagonal q(u) is not conjugate even to a Gaussian likelihood: a warm-up, fused (DIAGONAL.md),
     # the short one on the full data, the default on minibatches (chosen before the loop)
     X, Y = data
