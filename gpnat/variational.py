@@ -116,6 +116,12 @@ class VariationalGaussian(gpflow.base.Module):
             q_mu = np.zeros((M, L), dtype=dtype)
         if q_sqrt is None:
             q_sqrt = np.ones((M, L), dtype) if self.q_diag else np.tile(np.eye(M, dtype=dtype)[None], (L, 1, 1))
+        names = self.parametrisation.names
+        if (len(names) != 2 or len(set(names)) != 2 or not all(isinstance(n, str) and n.isidentifier() for n in names)
+                or any(hasattr(type(self), n) or n in vars(self) for n in names)):
+            raise ValueError(
+                f"{type(self.parametrisation).__name__}.names must be two different identifiers, neither an "
+                f"attribute of VariationalGaussian (q.<name> holds each variable), got {names!r}")
         xi = self._checked_coordinates(q_mu, q_sqrt)
         # held under the parametrisation's names only, so that gpflow's print_summary and parameter_dict
         # show each once (a tuple attribute of them showed them twice)

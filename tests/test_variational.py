@@ -96,3 +96,15 @@ def test_assign_refuses_a_xi_2_not_of_its_form(parametrisation, rng):
         q.assign(xi[0], bad)
     for v, b in zip(q.xi, xi):
         np.testing.assert_array_equal(v.numpy(), b)
+
+
+@pytest.mark.parametrize("names", [("a", "a"), ("xi", "b"), ("q_diag", "b"), ("a", "not an identifier"), ("a",)])
+def test_a_parametrisation_whose_names_cannot_hold_its_variables_is_refused_by_name(names):
+    """q.<name> holds each stored variable: two equal names lost ξ₁ silently, and a name such as ``xi`` or
+    ``q_diag`` overwrote VariationalGaussian's own attribute."""
+    class Renamed(gpnat.MeanCholesky):
+        pass
+
+    Renamed.names = names
+    with pytest.raises(ValueError, match=r"Renamed.names must be two different identifiers"):
+        VariationalGaussian(3, 1, parametrisation=Renamed())
