@@ -111,6 +111,13 @@ def as_likelihood_targets(likelihood, Y: tf.Tensor) -> tf.Tensor:
     return Y
 
 
+def _check_one_column(kind, takes: str, name: str, columns) -> None:
+    """Class labels (MultiClass, Softmax) come in one column: refuse more (a static shape; None passes)."""
+    if kind in _ONE_COLUMN and columns is not None and columns != 1:
+        raise ValueError(f"Y does not fit the {name} likelihood: it takes {takes}, "
+                         f"Y has {columns} columns (one-hot labels? pass their argmax)")
+
+
 def check_targets(likelihood, Y) -> None:
     """A ValueError naming the likelihood and the offending values if targets ``Y`` ``[N, P]`` lie
     outside the support of a gpflow likelihood that has one (Bernoulli, MultiClass, Softmax,
@@ -127,9 +134,8 @@ def check_targets(likelihood, Y) -> None:
     kind, takes, outside = rule
     name = type(likelihood).__name__
     Y = np.asarray(Y, dtype=np.float64)
-    if kind in _ONE_COLUMN and Y.ndim == 2 and Y.shape[-1] != 1:
-        raise ValueError(f"Y does not fit the {name} likelihood: it takes {takes}, "
-                         f"Y has {Y.shape[-1]} columns (one-hot labels? pass their argmax)")
+    if Y.ndim == 2:
+        _check_one_column(kind, takes, name, Y.shape[-1])
     if not Y.size:
         return
     bad = outside(tf.constant(Y), likelihood).numpy()
@@ -181,9 +187,7 @@ def checked_targets(likelihood, Y):
         return Y
     kind, takes, _ = rule
     name = type(likelihood).__name__
-    if kind in _ONE_COLUMN and Y.shape[-1] is not None and Y.shape[-1] != 1:
-        raise ValueError(f"Y does not fit the {name} likelihood: it takes {takes}, "
-                         f"Y has {Y.shape[-1]} columns (one-hot labels? pass their argmax)")
+    _check_one_column(kind, takes, name, Y.shape[-1])
     fits = tf.debugging.Assert(targets_fit(likelihood, Y), [f"Y does not fit the {name} likelihood: it takes {takes}"])
     with tf.control_dependencies([fits]):
         return tf.identity(Y)

@@ -34,8 +34,7 @@ def _lower_triangular_is_valid(q_mu: np.ndarray, q_sqrt: np.ndarray) -> None:
         raise InvalidGaussianError("q_mu contains NaN or inf")
     if not np.all(np.isfinite(q_sqrt)):
         raise InvalidGaussianError("q_sqrt contains NaN or inf")
-    if np.any(np.triu(q_sqrt, k=1) != 0):
-        raise InvalidGaussianError("q_sqrt must be lower triangular (its upper triangle is not zero)")
+    _check_form(q_sqrt, "q_sqrt", "lower triangular")
     if np.any(np.diagonal(q_sqrt, axis1=-2, axis2=-1) == 0):
         raise InvalidGaussianError(
             "q_sqrt has a zero on its diagonal: the covariance q_sqrt q_sqrtᵀ is singular"
