@@ -20,7 +20,7 @@ until git 3ed8ee9), which folds the correction into the recursion on L₁₁.
 
 Writes ``benchmarks/CHOLESKY_ACCURACY.md``. A benchmark, never a test::
 
-    .venv/bin/python benchmarks/bench_cholesky_accuracy.py     # about three minutes on 2 cores
+    .venv/bin/python benchmarks/bench_cholesky_accuracy.py     # about eight minutes on 2 cores
 """
 import os
 import sys
