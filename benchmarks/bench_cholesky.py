@@ -5,7 +5,7 @@ Every SVGP iteration factorises K_uu and differentiates through the factor to
 reach the kernel's hyperparameters. TensorFlow's gradient of
 ``tf.linalg.cholesky`` forms L⁻¹ and three dense products (about 7M³ flops);
 :func:`gpnat.gaussian.cholesky` keeps the same forward op and recurses on
-2 × 2 blocks from ``gpnat.gaussian.CHOLESKY_SPLIT_FROM`` on, per dtype (about M³ flops;
+2 × 2 blocks from ``gpnat.gaussian.CHOLESKY_SPLIT_FROM`` on, per dtype (about 1.5M³ flops;
 below it, it is TensorFlow's op and gradient). For each M and dtype this script
 times one compiled call of ``A ↦ ∂ Σ(chol(A) ⊙ L̄)/∂A`` (the factorisation and
 its reverse mode) with TensorFlow's gradient and with gpnat's for each

@@ -141,9 +141,9 @@ def solve_upper_triangular(V: tf.Tensor, W: tf.Tensor) -> tf.Tensor:
 
 #: the Cholesky's reverse mode splits into 2 × 2 blocks from this size on (static M only), per
 #: dtype (others as float64). In benchmarks/CHOLESKY.md (2-core CPU) a factorisation and its
-#: gradient ran 1.4× (float64) and 0.93× (float32, even within the timings' spread) as fast as
-#: TensorFlow's at M = 256, 2.9× and 2.2× at M = 1000. Between 192 and 255 float64 ran up to 1.6×
-#: as fast, float32 even or slower (0.68× at 192 in one run), hence float32's higher threshold
+#: gradient ran 1.6× (float64) and 1.5× (float32) as fast as TensorFlow's at M = 256, 2.5× and
+#: 2.2× at M = 1000. At M = 192 float64 ran 1.6× as fast, float32 even (0.68× in one run of the
+#: classic blocked form), hence float32's higher threshold
 CHOLESKY_SPLIT_FROM = {"float64": 192, "float32": 256}
 
 
@@ -245,13 +245,13 @@ def cholesky(A: tf.Tensor) -> tf.Tensor:
     r"""``tf.linalg.cholesky(A)``, the same forward op, with a cheaper reverse mode.
 
     The gradient (:func:`_cholesky_reverse`) is TensorFlow's to round-off for a
-    well-conditioned A (less accurate than TensorFlow's for cond(A) ≳ 1e7:
-    ``docs/theory.md``), but splits into 2 × 2 blocks from ``CHOLESKY_SPLIT_FROM`` on (M = 192 in
-    float64, 256 in float32) and never forms an inverse; at M = 1000 a
-    Cholesky and its gradient take about a third of the time
-    (``benchmarks/CHOLESKY.md``). It is built from differentiable ops on
-    L = chol(A), so second derivatives and forward mode (reverse mode twice)
-    stay exact. Below the threshold (or with M unknown when traced) it is
+    well-conditioned A, and as close to finite differences as TensorFlow's up
+    to cond(A) ≈ 3e8 (``benchmarks/CHOLESKY_ACCURACY.md``), but splits into
+    2 × 2 blocks from ``CHOLESKY_SPLIT_FROM`` on (M = 192 in float64, 256 in
+    float32) and never forms an inverse; at M = 1000 a Cholesky and its
+    gradient take about 40 % of the time (``benchmarks/CHOLESKY.md``). It is
+    built from differentiable ops on L = chol(A), so second derivatives and
+    forward mode (reverse mode twice) stay exact. Below the threshold (or with M unknown when traced) it is
     ``tf.linalg.cholesky`` itself, gradient included (there splitting lost
     in float32 at M = 128 and 192). The models use it for
     K_uu, whose gradient reaches every kernel hyperparameter in every iteration.
