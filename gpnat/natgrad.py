@@ -37,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from .checks import check_count, check_positive
-from .parametrisations import Natural, Parametrisation
+from .parametrisations import Natural, Parametrisation, check_conversions
 from .schedules import Schedule, as_schedule, check_gamma
 from .variational import as_list, step_coordinates
 
@@ -311,6 +311,8 @@ class NaturalGradient(tf.Module):
         self.coordinates: Optional[Parametrisation] = (
             None if coordinates is None else step_coordinates(coordinates)
         )
+        if self.coordinates is not None:
+            check_conversions(self.coordinates)
         self.max_tries = int(max_tries)
         self.closed_form = bool(closed_form)
         dtype = gpflow.default_float()

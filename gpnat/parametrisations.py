@@ -19,6 +19,8 @@ parametrisation, so adding one does not touch the model or the optimizer.
 """
 from typing import Optional, Tuple
 
+import gpflow
+import numpy as np
 import tensorflow as tf
 
 from . import gaussian
@@ -36,6 +38,7 @@ __all__ = [
     "PARAMETRISATIONS",
     "DIAGONAL_PARAMETRISATIONS",
     "get_parametrisation",
+    "check_conversions",
 ]
 
 Pair = Tuple[tf.Tensor, tf.Tensor]
@@ -169,13 +172,29 @@ class Parametrisation:
         return self.counterpart()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
+        settings = ", ".join(f"{k}={v!r}" for k, v in sorted(vars(self).items()))
+        return f"{type(self).__name__}({settings})"
 
     def __eq__(self, other: object) -> bool:
-        return type(self) is type(other)
+        """Same class and same settings (instance attributes): a step in coordinates equal to the
+        storage is taken without converting, so instances that convert differently must differ."""
+        if type(self) is not type(other):
+            return False
+        mine, theirs = vars(self), vars(other)
+        return mine.keys() == theirs.keys() and all(_same_setting(mine[k], theirs[k]) for k in mine)
 
     def __hash__(self) -> int:
         return hash(type(self))
+
+
+def _same_setting(a, b) -> bool:
+    """Equal values, arrays compared elementwise; objects that cannot be compared only to themselves."""
+    if a is b:
+        return True
+    try:
+        return bool(np.array_equal(a, b))
+    except Exception:  # noqa: BLE001 - an object whose == does not give a truth value
+        return False
 
 
 def _phi(A: tf.Tensor) -> tf.Tensor:
@@ -637,3 +656,53 @@ def get_parametrisation(p) -> Parametrisation:
         f"parametrisation must be a gpnat.Parametrisation or one of {sorted(known)}, "
         f"got {p!r}"
     )
+
+
+def check_conversions(parametrisation: Parametrisation) -> None:
+    """Try a user's parametrisation once on a small valid q(u) (M = 3, L = 2) in gpflow's default float.
+
+    Every conversion (ξ <-> mean/Cholesky, natural, expectation) must take
+    tensors and return two TensorFlow tensors of the documented shapes: a
+    NumPy result cuts the gradients and fails in compiled steps, far from its
+    cause. Raises ``TypeError`` or ``ValueError`` naming the conversion;
+    gpnat's own parametrisations are not tried (the tests cover them), and a
+    conversion not defined raises its ``NotImplementedError``.
+    """
+    if type(parametrisation).__module__.split(".")[0] == "gpnat":
+        return
+    name, dtype = type(parametrisation).__name__, tf.as_dtype(gpflow.config.default_float())
+    q_mu = tf.constant([[0.1, -0.2], [0.3, 0.0], [-0.5, 0.4]], dtype)
+    if parametrisation.diagonal:
+        q_sqrt = tf.constant([[1.0, 0.5], [0.8, 1.2], [0.6, 0.9]], dtype)
+    else:
+        q_sqrt = tf.constant([[[1.0, 0.0, 0.0], [0.3, 0.8, 0.0], [-0.2, 0.1, 0.6]],
+                              [[0.5, 0.0, 0.0], [0.0, 1.2, 0.0], [0.4, -0.3, 0.9]]], dtype)
+    shapes = ((3, 2), tuple(q_sqrt.shape))
+
+    def call(method, *args):
+        try:
+            out = getattr(parametrisation, method)(*args)
+        except NotImplementedError:
+            raise
+        except Exception as err:  # noqa: BLE001 - re-raised with the conversion named
+            raise ValueError(f"{name}.{method} raised {type(err).__name__} on a small valid q(u) "
+                             f"(M = 3, L = 2, {dtype.name} tensors): {err}") from err
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            raise TypeError(f"{name}.{method} must return a pair of tensors, got {type(out).__name__}")
+        for i, (x, shape) in enumerate(zip(out, shapes), start=1):
+            if not tf.is_tensor(x):
+                raise TypeError(
+                    f"{name}.{method} returned a {type(x).__module__}.{type(x).__name__} as its output {i}: "
+                    "conversions must be written with TensorFlow ops (e.g. tf.linalg.band_part, not np.tril), "
+                    "so that gradients flow through them and they run in compiled steps")
+            if x.dtype != dtype or tuple(x.shape) != shape:
+                raise ValueError(
+                    f"{name}.{method} returned its output {i} as {x.dtype.name} {list(x.shape)} from {dtype.name} "
+                    f"inputs; expected {dtype.name} {list(shape)} (ξ₁, θ₁, η₁ [M, L]; the second "
+                    f"{'[M, L] in a diagonal family' if parametrisation.diagonal else '[L, M, M]'})")
+        return out
+
+    xi = call("from_meanchol", q_mu, q_sqrt)
+    call("to_meanchol", *xi)
+    call("from_natural", *call("to_natural", *xi))
+    call("from_expectation", *call("to_expectation", *xi))

@@ -19,6 +19,7 @@ from .parametrisations import (
     MeanCholesky,
     Natural,
     Parametrisation,
+    check_conversions,
     get_parametrisation,
 )
 
@@ -107,6 +108,7 @@ class VariationalGaussian(gpflow.base.Module):
                 f"a diagonal q(u) (q_diag=True) cannot be stored in {parametrisation!r}: it has no diagonal "
                 f"counterpart; choose one of {sorted(DIAGONAL_PARAMETRISATIONS)}, or q_diag=False")
         self.parametrisation = parametrisation.for_family(self.q_diag)
+        check_conversions(self.parametrisation)
         self.num_inducing = check_count(num_inducing, "num_inducing (M)")
         self.num_latent_gps = check_count(num_latent_gps, "num_latent_gps")
         dtype = gpflow.default_float()

@@ -74,3 +74,63 @@ def test_a_user_parametrisation_without_a_conversion_says_which(missing):
     with pytest.raises(NotImplementedError, match=f"MeanCovariance does not define {missing}"):
         gpnat.SVGP(gpflow.kernels.SquaredExponential(), gpflow.likelihoods.Gaussian(), np.zeros((5, 1)),
                    parametrisation=MeanCovariance())
+
+
+def _user_parametrisation(**methods):
+    """A mean/Cholesky parametrisation written by a user, with some methods replaced."""
+    base = dict(names=("m", "chol"),
+                to_meanchol=lambda self, m, L: (m, tf.linalg.band_part(L, -1, 0)),
+                from_meanchol=lambda self, m, L: (m, tf.linalg.band_part(L, -1, 0)))
+    return type("UserMeanCholesky", (gpnat.Parametrisation,), {**base, **methods})()
+
+
+def _svgp(parametrisation):
+    return gpnat.SVGP(gpflow.kernels.SquaredExponential(), gpflow.likelihoods.Gaussian(), np.zeros((5, 1)),
+                      parametrisation=parametrisation)
+
+
+def test_a_user_parametrisation_is_tried_once_and_its_faulty_conversion_named():
+    """NumPy in a conversion cuts the gradients and fails in compiled steps far from its cause (gpflow's
+    conditional complained about a tuple's ndims); a wrong shape or an error is named at construction too."""
+    assert isinstance(_svgp(_user_parametrisation()).q.parametrisation, gpnat.Parametrisation)
+    numpy = _user_parametrisation(to_meanchol=lambda self, m, L: (m, np.tril(L)))
+    with pytest.raises(TypeError, match=r"UserMeanCholesky.to_meanchol returned a numpy.ndarray as its output 2.*"
+                                        r"TensorFlow ops"):
+        _svgp(numpy)
+    with pytest.raises(TypeError, match="UserMeanCholesky.to_meanchol returned a numpy.ndarray"):
+        gpnat.NaturalGradient(0.1, coordinates=numpy)
+    transposed = _user_parametrisation(from_meanchol=lambda self, m, L: (tf.transpose(m), L))
+    with pytest.raises(ValueError, match=r"UserMeanCholesky.from_meanchol returned its output 1 as float64 \[2, 3\]"):
+        _svgp(transposed)
+    failing = _user_parametrisation(to_meanchol=lambda self, m, L: (m, tf.linalg.cholesky(L[:, :2, :])))
+    with pytest.raises(ValueError, match="UserMeanCholesky.to_meanchol raised .* on a small valid q"):
+        _svgp(failing)
+    not_a_pair = _user_parametrisation(to_meanchol=lambda self, m, L: m)
+    with pytest.raises(TypeError, match="UserMeanCholesky.to_meanchol must return a pair of tensors"):
+        _svgp(not_a_pair)
+
+
+class _Scaled(gpnat.Parametrisation):
+    """ξ = (m / s, L): a parametrisation with a setting."""
+
+    names = ("scaled_mean", "factor")
+
+    def __init__(self, s=1.0):
+        self.s = s
+
+    def to_meanchol(self, xi_1, xi_2):
+        return xi_1 * self.s, xi_2
+
+    def from_meanchol(self, q_mu, q_sqrt):
+        return q_mu / self.s, q_sqrt
+
+
+def test_parametrisations_with_settings_are_equal_only_with_the_same_settings():
+    """A step in coordinates equal to the storage skips the conversion, so equality must see settings."""
+    assert _Scaled(2.0) == _Scaled(2.0) and hash(_Scaled(2.0)) == hash(_Scaled(3.0))
+    assert _Scaled(2.0) != _Scaled(3.0) and _Scaled() != gpnat.MeanCholesky()
+    assert gpnat.MeanCholesky() == gpnat.MeanCholesky() and gpnat.Natural() != gpnat.Expectation()
+    assert repr(_Scaled(2.0)) == "_Scaled(s=2.0)" and repr(gpnat.Natural()) == "Natural()"
+    model = _svgp(_Scaled(2.0))
+    model.q.assign_mean_cholesky(np.ones((5, 1)), np.eye(5)[None])
+    np.testing.assert_allclose(model.q.scaled_mean.numpy(), 0.5)
