@@ -251,10 +251,11 @@ def cholesky(A: tf.Tensor) -> tf.Tensor:
     float32) and never forms an inverse; at M = 1000 a Cholesky and its
     gradient take about 40 % of the time (``benchmarks/CHOLESKY.md``). It is
     built from differentiable ops on L = chol(A), so second derivatives and
-    forward mode (reverse mode twice) stay exact. Below the threshold (or with M unknown when traced) it is
-    ``tf.linalg.cholesky`` itself, gradient included (there splitting lost
-    in float32 at M = 128 and 192). The models use it for
-    K_uu, whose gradient reaches every kernel hyperparameter in every iteration.
+    forward mode (reverse mode twice) stay exact. Below the threshold (or
+    with M unknown when traced) it is ``tf.linalg.cholesky`` itself,
+    gradient included (there splitting lost in float32 at M = 128 and 192).
+    The models use it for K_uu, whose gradient reaches every kernel
+    hyperparameter in every iteration.
     """
     M = A.shape[-1]
     if M is None or M < cholesky_split_from(A.dtype):
