@@ -29,6 +29,7 @@ from check_shapes import check_shapes
 __all__ = [
     "matmul",
     "symmetrise",
+    "phi",
     "cholesky",
     "lower_of_transpose_product",
     "solve_upper_triangular",
@@ -152,6 +153,11 @@ def cholesky_split_from(dtype) -> int:
     return CHOLESKY_SPLIT_FROM.get(tf.as_dtype(dtype).name, CHOLESKY_SPLIT_FROM["float64"])
 
 
+def phi(A: tf.Tensor) -> tf.Tensor:
+    """Φ(A): the lower triangle of A with its diagonal halved (as in the Cholesky's derivatives)."""
+    return tf.linalg.band_part(A, -1, 0) - 0.5 * tf.linalg.diag(tf.linalg.diag_part(A))
+
+
 def _sym_congruence_dense(L: tf.Tensor, P: tf.Tensor) -> tf.Tensor:
     """sym(L⁻ᵀ P L⁻¹) by two triangular solves (no inverse)."""
     Y = tf.linalg.triangular_solve(L, P, lower=True, adjoint=True)  # L⁻ᵀ P
@@ -161,9 +167,7 @@ def _sym_congruence_dense(L: tf.Tensor, P: tf.Tensor) -> tf.Tensor:
 
 def _cholesky_reverse_dense(L: tf.Tensor, L_bar: tf.Tensor) -> tf.Tensor:
     """Ā = sym(L⁻ᵀ Φ(Lᵀ L̄) L⁻¹), by two triangular solves (no inverse)."""
-    P = tf.linalg.band_part(matmul(L, L_bar, transpose_a=True), -1, 0)
-    P = tf.linalg.set_diag(P, 0.5 * tf.linalg.diag_part(P))  # Φ: lower triangle, half diagonal
-    return _sym_congruence_dense(L, P)
+    return _sym_congruence_dense(L, phi(matmul(L, L_bar, transpose_a=True)))
 
 
 def _reverse_step(L: tf.Tensor, L21_bar: tf.Tensor, S_bar: tf.Tensor, P11: tf.Tensor) -> tf.Tensor:
@@ -224,9 +228,7 @@ def _cholesky_reverse(L: tf.Tensor, L_bar: tf.Tensor) -> tf.Tensor:
     L11, L21, L22 = L[..., :h, :h], L[..., h:, :h], L[..., h:, h:]
     S_bar = _cholesky_reverse(L22, L_bar[..., h:, h:])
     L21_bar = L_bar[..., h:, :h]
-    P11 = lower_of_transpose_product(L11, L_bar[..., :h, :h]) + tf.linalg.band_part(
-        matmul(L21, L21_bar, transpose_a=True), -1, 0)
-    P11 = tf.linalg.set_diag(P11, 0.5 * tf.linalg.diag_part(P11))
+    P11 = phi(lower_of_transpose_product(L11, L_bar[..., :h, :h]) + matmul(L21, L21_bar, transpose_a=True))
     return _reverse_step(L, L21_bar, S_bar, P11)
 
 

@@ -197,11 +197,6 @@ def _same_setting(a, b) -> bool:
         return False
 
 
-def _phi(A: tf.Tensor) -> tf.Tensor:
-    """Lower triangle of A with its diagonal halved."""
-    return tf.linalg.band_part(A, -1, 0) - 0.5 * tf.linalg.diag(tf.linalg.diag_part(A))
-
-
 def _column_signs(factor: tf.Tensor) -> tf.Tensor:
     """D = sign(diag L) ``[..., 1, M]`` (+1 where the diagonal is 0), to scale L's columns."""
     diagonal = tf.linalg.diag_part(factor)
@@ -255,8 +250,8 @@ class MeanCholesky(_SignedFactor, Parametrisation):
         """
         L = tf.linalg.band_part(xi_2, -1, 0)
         grad_L = tf.linalg.band_part(grad_2, -1, 0)
-        P = _phi(gaussian.matmul(L, grad_L, transpose_a=True))
-        nat_L = gaussian.matmul(L, _phi(P + tf.linalg.adjoint(P)))
+        P = gaussian.phi(gaussian.matmul(L, grad_L, transpose_a=True))
+        nat_L = gaussian.matmul(L, gaussian.phi(P + tf.linalg.adjoint(P)))
         Lt_g = gaussian.matmul(L, gaussian._col_to_batch(grad_1), transpose_a=True)
         nat_m = gaussian._batch_to_col(gaussian.matmul(L, Lt_g))
         return nat_m, nat_L
@@ -269,7 +264,7 @@ class MeanCholesky(_SignedFactor, Parametrisation):
         """
         L = tf.linalg.band_part(xi_2, -1, 0)
         grad_L = tf.linalg.band_part(grad_2, -1, 0)
-        P = _phi(gaussian.matmul(L, grad_L, transpose_a=True))
+        P = gaussian.phi(gaussian.matmul(L, grad_L, transpose_a=True))
         A = tf.linalg.triangular_solve(L, P + tf.linalg.adjoint(P), lower=True, adjoint=True)  # L⁻ᵀ(P+Pᵀ)
         grad_S = 0.5 * tf.linalg.adjoint(
             tf.linalg.triangular_solve(L, tf.linalg.adjoint(A), lower=True, adjoint=True)
@@ -298,7 +293,7 @@ class MeanCholesky(_SignedFactor, Parametrisation):
             return None
         L = tf.linalg.band_part(xi_2, -1, 0)
         grad_L = tf.linalg.band_part(grad_2, -1, 0)
-        P = _phi(gaussian.lower_of_transpose_product(L, grad_L))
+        P = gaussian.phi(gaussian.lower_of_transpose_product(L, grad_L))
         Q = P + tf.linalg.adjoint(P)
         m = gaussian._col_to_batch(xi_1)
         a = tf.linalg.triangular_solve(L, m, lower=True)  # L⁻¹ m = Lᵀ θ₁
@@ -328,7 +323,7 @@ class MeanCholesky(_SignedFactor, Parametrisation):
         m = gaussian._col_to_batch(xi_1)
         inner = gaussian._col_to_batch(v_1) + 2.0 * gaussian.matmul(v2, m)
         dm = gaussian.matmul(L, gaussian.matmul(L, inner, transpose_a=True))
-        dL = 2.0 * gaussian.matmul(L, _phi(gaussian.matmul(L, gaussian.matmul(v2, L), transpose_a=True)))
+        dL = 2.0 * gaussian.matmul(L, gaussian.phi(gaussian.matmul(L, gaussian.matmul(v2, L), transpose_a=True)))
         return gaussian._batch_to_col(dm), dL
 
 
@@ -465,7 +460,7 @@ class MeanPrecisionCholesky(_SignedFactor, Parametrisation):
         """
         R = tf.linalg.band_part(xi_2, -1, 0)
         grad_R = tf.linalg.band_part(grad_2, -1, 0)
-        P = _phi(gaussian.matmul(R, grad_R, transpose_a=True))
+        P = gaussian.phi(gaussian.matmul(R, grad_R, transpose_a=True))
         grad_S = -0.5 * gaussian.matmul(R, gaussian.matmul(P + tf.linalg.adjoint(P), R, transpose_b=True))
         grad_S = gaussian.symmetrise(grad_S)
         m = gaussian._col_to_batch(xi_1)
