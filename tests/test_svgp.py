@@ -321,3 +321,74 @@ def test_predictions_from_a_q_set_without_checks_are_refused_by_name(parametrisa
             predict()
     with pytest.raises(tf.errors.InvalidArgumentError, match="q\\(u\\) is not a valid Gaussian"):
         tf.function(model.predict_f)(X[:3])
+
+
+@pytest.fixture
+def grouping(monkeypatch):
+    """Columns grouped at any size, over ``threads`` threads (3 unless set)."""
+    from gpnat.models import svgp
+    monkeypatch.setattr(svgp, "GROUP_MIN_COLUMNS", 4)
+    monkeypatch.setattr(svgp, "GROUP_MIN_WORK", 0.0)
+    threads = {"n": 3}
+    monkeypatch.setattr(svgp, "_threads", lambda: threads["n"])
+    calls = []
+    grouped = svgp._grouped_conditional
+    monkeypatch.setattr(svgp, "_grouped_conditional", lambda *a: calls.append(a[-1]) or grouped(*a))
+    return threads, calls
+
+
+@pytest.mark.parametrize("whiten", [True, False], ids=["whitened", "unwhitened"])
+@pytest.mark.parametrize("L", [1, 3])
+def test_grouped_columns_give_gpflows_numbers(grouping, whiten, L, rng):
+    """K_uf's columns in 3 groups (31 columns: padded to 33): ELBO, every gradient and predict_f as
+    without groups (to 1e-12) and as gpflow's SVGP computes them, eagerly and compiled."""
+    threads, calls = grouping
+    X, Y = regression_data(rng, N=31, L=L)
+    Z = X[:7].copy()
+    q_mu, q_sqrt = random_meanchol(rng, 7, L, scale=0.5)
+    ours = gpnat.SVGP(make_kernel(), gpflow.likelihoods.Gaussian(0.2), Z, num_latent_gps=L, whiten=whiten,
+                      num_data=100)
+    ours.q.assign_mean_cholesky(q_mu, q_sqrt)
+    ref = gpflow.models.SVGP(make_kernel(), gpflow.likelihoods.Gaussian(0.2), Z.copy(), num_latent_gps=L,
+                             whiten=whiten, q_mu=q_mu, q_sqrt=q_sqrt, num_data=100)
+    ours_vars, ref_vars = ([m.kernel.variance.unconstrained_variable, m.kernel.lengthscales.unconstrained_variable,
+                            m.likelihood.variance.unconstrained_variable, m.inducing_variable.Z.unconstrained_variable]
+                           for m in (ours, ref))
+
+    def both(model, variables):
+        with tf.GradientTape() as tape:
+            loss = model.training_loss((X, Y))
+        return [loss] + tape.gradient(loss, variables) + list(model.predict_f(X[:13]))
+
+    tol = 1e-12 if whiten else 1e-10
+    for run in (lambda m, v: both(m, v), tf.function(lambda m, v: both(m, v))):
+        threads["n"] = 3
+        calls.clear()
+        grouped = run(ours, ours_vars)
+        assert calls == [3, 3]  # the ELBO's 31 columns, then predict_f's 13
+        threads["n"] = 1  # one thread: no groups
+        ungrouped, expected = run(ours, ours_vars), run(ref, ref_vars)
+        assert calls == [3, 3]
+        for a, b, c in zip(grouped, ungrouped, expected):  # unwhitened: rounding scaled by cond(K_uu)
+            np.testing.assert_allclose(a, b, rtol=tol, atol=tol * np.abs(b.numpy()).max())
+            np.testing.assert_allclose(a, c, rtol=1e-9, atol=1e-9 * np.abs(c.numpy()).max())
+
+
+def test_columns_are_grouped_only_where_it_pays(monkeypatch):
+    """Groups only for marginal variances with a full q_sqrt, in float64, on a CPU, from
+    GROUP_MIN_COLUMNS columns per group and GROUP_MIN_WORK = M²·N/T, at most one per thread."""
+    from gpnat.models import svgp
+    monkeypatch.setattr(svgp, "_threads", lambda: 4)
+    f64, f32 = tf.zeros([100, 10000], tf.float64), tf.zeros([100, 10000], tf.float32)
+    full, diag = tf.zeros([1, 100, 100], tf.float64), tf.zeros([100, 1], tf.float64)
+    full200 = tf.zeros([1, 200, 200], tf.float64)
+    assert svgp._column_groups(f64, full, full_cov=False) == (1 if tf.config.list_logical_devices("GPU") else 4)
+    assert svgp._column_groups(f64, full, full_cov=True) == 1
+    assert svgp._column_groups(f64, diag, full_cov=False) == 1
+    assert svgp._column_groups(f32, full, full_cov=False) == 1
+    assert svgp._column_groups(tf.zeros([200, 1200], tf.float64), full200, False) == 2  # 600 columns a group
+    assert svgp._column_groups(tf.zeros([200, 999], tf.float64), full200, False) == 1  # 499 a group
+    assert svgp._column_groups(tf.zeros([100, 1200], tf.float64), full, False) == 1  # M²N/T = 6e6
+    assert svgp._column_groups(tf.zeros([20, 10000], tf.float64), full, False) == 1  # M²N/T = 1e6
+    unknown = tf.function(lambda K: tf.constant(svgp._column_groups(K, full, False)))
+    assert unknown.get_concrete_function(tf.TensorSpec([100, None], tf.float64))(f64).numpy() == 1  # N unknown
