@@ -9,8 +9,8 @@ leading dimensions (``gpnat.models.svgp._grouped_conditional``): the same
 operations per column, on T threads. This script decides where that pays.
 
 For every cell (dtype, M, batch N), on the synthetic regression problem of
-``benchmarks/problem.py`` (whitened ``gpnat.SVGP``, ARD SquaredExponential,
-Gaussian likelihood, Z the first M points), it compiles one ``tf.function``
+``benchmarks/problem.py`` (20,000 points; whitened ``gpnat.SVGP``, ARD SquaredExponential,
+Gaussian likelihood, Z the first M points, the batch the first N), it compiles one ``tf.function``
 returning the training loss and its gradient with respect to every trainable
 variable, once with one group (*one*) and once with T = the number of threads
 (*grouped*; for a batch not divisible by T the last group is padded with zero
@@ -45,14 +45,18 @@ import gpnat  # noqa: E402
 from gpnat.models import svgp  # noqa: E402
 
 JITTER = {"float64": 1e-6, "float32": 1e-4}
+#: points in the problem: Z is the first M, a batch the first N
+NUM_DATA = 20000
 
 
-def loss_and_gradient(M, X, Y, groups: int):
-    """A compiled (loss, gradients) of a fresh whitened SVGP, with K_uf in ``groups`` groups."""
-    model = gpnat.SVGP(gpflow.kernels.SquaredExponential(lengthscales=np.ones(D)), gpflow.likelihoods.Gaussian(),
-                       X[:M].copy(), num_data=20000)
+def loss_and_gradient(M, N, groups: int):
+    """A compiled (loss, gradients) on a batch of N points of a fresh whitened SVGP with M inducing
+    points, with K_uf in ``groups`` groups."""
+    X, Y = make_data(NUM_DATA)
+    model = gpflow.kernels.SquaredExponential(lengthscales=np.ones(D))
+    model = gpnat.SVGP(model, gpflow.likelihoods.Gaussian(), X[:M].copy(), num_data=NUM_DATA)
     f = gpflow.default_float()
-    data = (tf.constant(X, f), tf.constant(Y, f))
+    data = (tf.constant(X[:N], f), tf.constant(Y[:N], f))
     original = svgp._column_groups
 
     def grouped(Kmn, q_sqrt, full_cov):  # this number of groups for this function's trace, whatever the rule
@@ -87,9 +91,8 @@ def block(fn, seconds: float) -> float:
 def bench(dtype, M, N, threads, repeats, seconds):
     gpflow.config.set_default_float(dtype)
     gpflow.config.set_default_jitter(JITTER[dtype])
-    X, Y = make_data(N)
-    one, a = loss_and_gradient(M, X, Y, 1)
-    grouped, b = loss_and_gradient(M, X, Y, threads)
+    one, a = loss_and_gradient(M, N, 1)
+    grouped, b = loss_and_gradient(M, N, threads)
     diff = max(float(np.max(np.abs(x - y)) / max(np.max(np.abs(x)), 1e-300)) for x, y in zip(a, b))
     times = {"one": [], "grouped": []}
     block(one, seconds / 3), block(grouped, seconds / 3)  # warm
