@@ -752,7 +752,9 @@ def report(results, info, iterations, lr_runs=None, gaussian_runs=None, beta_run
     lines = [
         "# Robustness matrix",
         "",
-        f"Written by `benchmarks/bench_robustness.py` ({info['code']}) on {info['cpu']} "
+        f"Written by `benchmarks/bench_robustness.py` ({info['code']}"
+        f"{'' if git_state() == info['code'] else '; this report rendered from the saved runs at ' + git_state()}) "
+        f"on {info['cpu']} "
         f"({info['cores']} cores), Python {info['python']}, TensorFlow {info['tensorflow']}, "
         f"gpflow {info['gpflow']}, float64. {iterations} iterations per run, minibatch {BATCH}, "
         f"Adam lr {info.get('adam_lr', 'train default')} (train's default) on the hyperparameters. "
