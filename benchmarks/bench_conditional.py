@@ -53,8 +53,8 @@ def loss_and_gradient(M, N, groups: int):
     """A compiled (loss, gradients) on a batch of N points of a fresh whitened SVGP with M inducing
     points, with K_uf in ``groups`` groups."""
     X, Y = make_data(NUM_DATA)
-    model = gpflow.kernels.SquaredExponential(lengthscales=np.ones(D))
-    model = gpnat.SVGP(model, gpflow.likelihoods.Gaussian(), X[:M].copy(), num_data=NUM_DATA)
+    kernel = gpflow.kernels.SquaredExponential(lengthscales=np.ones(D))
+    model = gpnat.SVGP(kernel, gpflow.likelihoods.Gaussian(), X[:M].copy(), num_data=NUM_DATA)
     f = gpflow.default_float()
     data = (tf.constant(X[:N], f), tf.constant(Y[:N], f))
     original = svgp._column_groups
