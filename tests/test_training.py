@@ -3,6 +3,7 @@
 import gc
 import json
 import math
+import os
 import re
 import shutil
 import warnings
@@ -232,6 +233,44 @@ def test_minibatches_of_more_rows_than_uint32_holds_are_refused():
     X = np.broadcast_to(np.zeros((1, 1)), (batches.MAX_ROWS + 1, 1))  # a view: no memory
     with pytest.raises(ValueError, match="at most .* rows.*tf.data.Dataset"):
         ArrayBatches(X, X, 1000, seed=0)
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "strided"])
+def test_array_data_become_a_tensor_with_its_own_copy(layout):
+    """The tensor train batches from has the caller's values, in any memory layout, and keeps
+    them when the caller's array changes or is freed."""
+    rng = np.random.default_rng(0)
+    X = {"C": lambda: rng.standard_normal((37, 3)), "F": lambda: np.asfortranarray(rng.standard_normal((37, 3))),
+         "strided": lambda: rng.standard_normal((74, 3))[::2]}[layout]()
+    want = X.copy()
+    t = batches.as_tensor(X)
+    X[...] = np.nan
+    del X
+    gc.collect()
+    assert t.dtype == tf.float64 and t.shape == want.shape
+    np.testing.assert_array_equal(t.numpy(), want)
+    np.testing.assert_array_equal(tf.gather(t, [3, 0, 36]).numpy(), want[[3, 0, 36]])
+    np.testing.assert_array_equal(tf.function(lambda x: tf.gather(x, [5]) * 2.0)(t).numpy(), 2.0 * want[[5]])
+
+
+def _resident_bytes() -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return 1024 * int(line.split()[1])
+    raise OSError("no VmRSS")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads resident memory from /proc")
+def test_array_data_are_held_once_more_not_twice():
+    """tf.constant of a NumPy array holds two copies of it on a CPU; the training data are held
+    once more than the caller's array (128 MiB here, so other allocations do not matter)."""
+    X = np.random.default_rng(1).standard_normal((2 ** 24, 1))
+    gc.collect()
+    before = _resident_bytes()
+    t = batches.as_tensor(X)
+    grown = _resident_bytes() - before
+    assert 0.9 * X.nbytes < grown < 1.4 * X.nbytes, f"held {grown / X.nbytes:.2f} copies"
+    assert float(t[-1, 0]) == X[-1, 0]
 
 
 def _alive_graphs() -> int:

@@ -7,7 +7,7 @@ import gpflow
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["ArrayBatches", "check_arrays", "dataset_batches"]
+__all__ = ["ArrayBatches", "as_tensor", "check_arrays", "dataset_batches"]
 
 
 def _as_float(a) -> np.ndarray:
@@ -29,6 +29,27 @@ def check_arrays(data) -> Tuple[np.ndarray, np.ndarray]:
     if not np.all(np.isfinite(Y)):
         raise ValueError("Y contains NaN or inf")
     return X, Y
+
+
+#: bytes TensorFlow's CPU kernels expect a buffer to be aligned to (Eigen's EIGEN_MAX_ALIGN_BYTES)
+ALIGN_BYTES = 64
+
+
+def as_tensor(a: np.ndarray) -> tf.Tensor:
+    """``a`` as a tensor that holds one copy of it.
+
+    ``tf.constant`` of a NumPy array holds two copies of it on a CPU (TensorFlow 2.21:
+    1.2 GiB of resident memory for X [10⁷, 8] in float64, 610 MiB). Where no GPU is visible,
+    ``a`` is copied once into a buffer aligned to :data:`ALIGN_BYTES`, which the tensor then
+    shares through DLPack. On a GPU the tensor lives in device memory: ``tf.constant``.
+    """
+    if a.size == 0 or tf.config.list_logical_devices("GPU"):
+        return tf.constant(a)
+    raw = np.empty(a.nbytes + ALIGN_BYTES, np.uint8)
+    start = -raw.ctypes.data % ALIGN_BYTES
+    copy_ = raw[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    np.copyto(copy_, a)
+    return tf.experimental.dlpack.from_dlpack(copy_.__dlpack__())
 
 
 _ROUNDS = 8
@@ -108,7 +129,7 @@ class ArrayBatches:
                 f"minibatches of arrays support at most {MAX_ROWS} rows, got N = {self.N}; "
                 "pass a tf.data.Dataset instead"
             )
-        self.X, self.Y = tf.constant(X), tf.constant(Y)
+        self.X, self.Y = as_tensor(X), as_tensor(Y)
         self.batch_size = batch_size
         self.seed = seed
         if batch_size is not None:
