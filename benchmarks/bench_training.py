@@ -45,13 +45,18 @@ runs on the same machine (gpnat-fused / gpflow-adam at M = 500, B = 256,
 float64: 1.64 with 0.5 s blocks of 5 iterations, 1.19 with 1.5 s blocks of 28).
 
 Peak memory: TensorFlow's allocator statistics on the device
-(``tf.config.experimental.get_memory_info``), reset before the first block of
-each configuration; reported is the peak above what was allocated before
-the block (the data and models are allocated already).
+(``tf.config.experimental.get_memory_info``) where it keeps them (GPUs), else
+the process's resident memory (VmRSS, and VmHWM reset through
+``/proc/self/clear_refs``; TensorFlow keeps no statistics for its CPU
+allocator). The peak is reset before the last block of each configuration;
+reported is the peak above the memory in use before that block (the data and
+models are allocated, tracing is done).
 
 ``--memory-scaling 1e5,1e6,1e7`` trains ``gpnat-fused`` (M = 100, B = 1000,
 float64) on N synthetic points, each N in a fresh process, and reports the
-allocator's peak beyond the data themselves: it should not grow with N.
+peak during training above the memory in use before it. ``train`` holds one
+copy of the data (see ``gpnat.training.batches.as_tensor``); beyond that copy
+the peak should not grow with N. ``--M ""`` runs only this.
 
 Writes ``--output`` (Markdown) and ``--json``. A benchmark, never a timed test.
 Run ``.venv/bin/python benchmarks/bench_training.py --help``.
@@ -110,17 +115,48 @@ def device_name() -> str:
     return "GPU:0" if tf.config.list_physical_devices("GPU") else "CPU:0"
 
 
+#: what memory_source's answers measure, in the reports' words
+MEMORY_SOURCES = {"allocator": "TensorFlow's allocator on the device",
+                  "resident": "the process's resident memory (TensorFlow keeps no allocator statistics on a "
+                              "CPU; pages that allocators keep or return make tens of MiB of noise)"}
+
+
+def memory_source() -> str | None:
+    """What the peaks measure: TensorFlow's allocator on the device where it keeps statistics (GPUs),
+    else the process's resident memory (Linux; TensorFlow keeps no statistics for its CPU allocator)."""
+    try:
+        tf.config.experimental.get_memory_info(device_name())
+        return "allocator"
+    except (ValueError, RuntimeError):
+        return "resident" if _resident() is not None else None
+
+
 def memory_reset():
+    """Start a new peak: the allocator's, or the resident peak (VmHWM) through /proc/self/clear_refs."""
     try:
         tf.config.experimental.reset_memory_stats(device_name())
     except (ValueError, RuntimeError):
-        pass
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            pass
 
 
 def memory_info():
+    """{"current", "peak"} in bytes from `memory_source`, or None where neither can be read."""
     try:
         return tf.config.experimental.get_memory_info(device_name())
     except (ValueError, RuntimeError):
+        return _resident()
+
+
+def _resident():
+    """This process's resident memory now and its peak since the last reset (VmRSS, VmHWM), in bytes."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines()
+                      if line.startswith(("VmRSS:", "VmHWM:")))
+        return {"current": 1024 * int(fields["VmRSS"].split()[0]), "peak": 1024 * int(fields["VmHWM"].split()[0])}
+    except (OSError, KeyError, ValueError):
         return None
 
 
@@ -236,9 +272,10 @@ def bench_cell(M, B, dtype, X, Y, configs, repeats, seconds, log):
     for r in range(repeats):
         order = names[r % len(names):] + names[: r % len(names)]
         for name in order:
-            before = memory_info() if r == 0 else None
-            if r == 0:
+            last = r == repeats - 1  # peaks of the last round: tracing and first-time allocations are past
+            if last:
                 memory_reset()
+            before = memory_info() if last else None
             try:
                 times[name].append(runners[name].block(k))
             except Exception as e:
@@ -247,7 +284,7 @@ def bench_cell(M, B, dtype, X, Y, configs, repeats, seconds, log):
                 runners.pop(name)
                 names.remove(name)
                 continue
-            after = memory_info() if r == 0 else None
+            after = memory_info() if last else None
             if before is not None and after is not None:
                 peaks[name] = (after["peak"] - before["current"]) / 2 ** 20
     for name, ts in times.items():
@@ -285,8 +322,8 @@ def memory_child(N: int, iterations: int) -> dict:
     X, Y = make_data(N)
     data_mb = (X.nbytes + Y.nbytes) / 2 ** 20
     model = gpnat.SVGP(kernel(), gpflow.likelihoods.Gaussian(), X[:100].copy(), num_data=N)
-    before = memory_info()
     memory_reset()
+    before = memory_info()
     t0 = time.perf_counter()
     h = gpnat.train(model, (X, Y), iterations=iterations, batch_size=1000, fused=True,
                     natgrad=gpnat.NaturalGradient(GAMMA), progress=False)
@@ -294,12 +331,12 @@ def memory_child(N: int, iterations: int) -> dict:
     after = memory_info()
     result = {"N": N, "data_mb": data_mb, "iterations": iterations,
               "ms_per_iteration": 1e3 * (h.time[-1] - h.time[0]) / (iterations - 1),
-              "wall_s": wall, "max_rss_mb": _peak_rss_mb()}
+              "wall_s": wall}
     if before is not None and after is not None:
-        result["allocator_before_mb"] = before["current"] / 2 ** 20
-        result["allocator_peak_mb"] = after["peak"] / 2 ** 20
-        # the data are copied into the device (tf.constant) when train starts
-        result["peak_beyond_data_mb"] = (after["peak"] - before["current"]) / 2 ** 20 - data_mb
+        result["memory_source"] = memory_source()
+        result["before_mb"] = before["current"] / 2 ** 20
+        result["peak_mb"] = after["peak"] / 2 ** 20
+        result["peak_above_before_mb"] = (after["peak"] - before["current"]) / 2 ** 20
     return result
 
 
@@ -314,18 +351,6 @@ def cell_child(M, B, dtype, args, log) -> dict:
         return {"M": M, "batch": B, "dtype": dtype, "configs": {}, "error": out.stderr[-500:]}
     log(next((ln for ln in out.stderr.splitlines() if ln.startswith(f"M={M} B={B}")), f"M={M} B={B} {dtype}"))
     return json.loads(lines[-1])
-
-
-def _peak_rss_mb():
-    """This process's peak resident memory (VmHWM; unlike ru_maxrss it does not carry over from the
-    parent across exec)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
 
 
 def memory_scaling(sizes, iterations, log):
@@ -387,13 +412,9 @@ def xla_section(cells, ran):
     return L
 
 
-def render(cells, scaling, meta):
-    L = ["# Training-iteration benchmark: gpnat against bare gpflow loops", "",
-         f"Written by `benchmarks/bench_training.py` ({meta['command']}); do not edit by hand. "
-         "Benchmarks are never timed tests. What is timed and how: the script's docstring.", "",
-         "## Machine", ""]
-    L += [f"- **{k}**: {v}" for k, v in meta.items() if k != "command"]
-    L += ["", "## Milliseconds per iteration (median over repeats)", ""]
+def render_cells(cells, meta):
+    """The timing matrix: times, ratios against the targets, XLA, peaks per block."""
+    L = ["## Milliseconds per iteration (median over repeats)", ""]
     ran = [n for n in CONFIGS + XLA_CONFIGS if any(n in c["configs"] for c in cells)] or CONFIGS
     header = "| dtype | M | batch | " + " | ".join(ran) + " | iterations per block |"
     L += [header, "|" + "---|" * (len(ran) + 4)]
@@ -433,7 +454,9 @@ def render(cells, scaling, meta):
                                   f"(of the others, {met[i][2]} met it in at least one repeat)"
                                   for i, (a, b, t) in enumerate(TARGETS)) + ".", ""]
     L += xla_section(cells, ran)
-    L += ["## Peak memory during a block (MiB above what was allocated before it)", "",
+    L += ["## Peak memory during a block (MiB above what was in use before it)", "",
+          f"Of {MEMORY_SOURCES.get(meta.get('memory'), 'memory (not measurable here)')}; the last block "
+          "of each configuration.", "",
           "| dtype | M | batch | " + " | ".join(ran) + " |", "|" + "---|" * (len(ran) + 3)]
     for c in (c for c in cells if not c.get("skipped")):
         row = [c["dtype"], str(c["M"]), str(c["batch"])]
@@ -444,18 +467,35 @@ def render(cells, scaling, meta):
     traces = {t for c in cells for e in c["configs"].values() for t in e.get("traces", [])}
     L += ["", f"Rolled-back iterations during timing: {rec if rec else 'none'}. "
           f"Traces per gpnat.train call: {sorted(traces)} (1 = no retracing).", ""]
+    return L
+
+
+def render(cells, scaling, meta):
+    title = "Training-iteration benchmark: gpnat against bare gpflow loops" if cells else "Training memory against N"
+    L = [f"# {title}", "",
+         f"Written by `benchmarks/bench_training.py` ({meta['command']}); do not edit by hand. "
+         "Benchmarks are never timed tests. What is timed and how: the script's docstring.", "",
+         "## Machine", ""]
+    L += [f"- **{k}**: {v}" for k, v in meta.items() if k != "command"]
+    L.append("")
+    if cells:
+        L += render_cells(cells, meta)
     if scaling:
+        source = next((s["memory_source"] for s in scaling if s.get("memory_source")), None)
         L += ["## Memory against N (gpnat fused, M = 100, batch 1000, float64, one process per N)", "",
-              "| N | data (MiB) | allocator peak beyond the data (MiB) | peak resident memory of the process (MiB) "
-              "| ms per iteration |", "|---|---|---|---|---|"]
+              f"MiB of {MEMORY_SOURCES.get(source, 'memory (not measurable here)')}. *before*: in use after the "
+              "data and the model were made; *peak*: the highest during `train`, above *before*; *beyond the "
+              "data*: the peak less one copy of the data, which `train` holds while it runs.", "",
+              "| N | data | before | peak | beyond the data | ms per iteration |", "|---|---|---|---|---|---|"]
         for s in scaling:
             if "error" in s:
-                L.append(f"| {s['N']} | error: {s['error'][-200:]!r} | | | |")
+                L.append(f"| {s['N']} | error: {s['error'][-200:]!r} | | | | |")
             else:
-                L.append(f"| {s['N']:.0e} | {s['data_mb']:.1f} | {fmt(s.get('peak_beyond_data_mb'), '.1f')} | "
-                         f"{fmt(s['max_rss_mb'], '.0f')} | {s['ms_per_iteration']:.3g} |")
-        L += ["", "The data are held twice on a CPU (the NumPy arrays and their copy as tensors); the "
-              "allocator column counts what training allocates beyond that copy.", ""]
+                above = s.get("peak_above_before_mb")
+                beyond = None if above is None else above - s["data_mb"]
+                L.append(f"| {s['N']:.0e} | {s['data_mb']:.1f} | {fmt(s.get('before_mb'), '.0f')} | "
+                         f"{fmt(above, '.0f')} | {fmt(beyond, '.0f')} | {s['ms_per_iteration']:.3g} |")
+        L.append("")
     return "\n".join(L) + "\n"
 
 
@@ -493,7 +533,7 @@ def main(argv=None):
                           lambda msg: print(msg, file=sys.stderr, flush=True))
         print(json.dumps(cell), flush=True)
         return 0
-    Ms = [int(m) for m in args.M.split(",")]
+    Ms = [int(m) for m in args.M.split(",") if m]
     batches = [int(b) for b in args.batch.split(",")]
     if max(batches) > args.num_data:
         p.error("--num-data must be at least the largest batch")
@@ -520,6 +560,7 @@ def main(argv=None):
     meta = {
         **report_header("bench_training.py", argv),
         "accelerator": accelerator(),
+        "memory": memory_source(),
         "tensorflow": tf.__version__,
         "gpflow": gpflow.__version__,
         "gpnat_source": git_state(),

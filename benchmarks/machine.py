@@ -3,6 +3,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -40,7 +41,7 @@ def report_header(script: str, argv=None) -> dict:
     """The first fields of every report: the command that wrote it, when, and on which processor."""
     args = list(argv if argv is not None else sys.argv[1:])
     return {
-        "command": "`" + " ".join([f"benchmarks/{script}"] + args) + "`",
+        "command": "`" + shlex.join([f"benchmarks/{script}"] + args) + "`",
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "cpu": cpu_model(),
         "cores": f"{os.cpu_count()} logical (affinity {len(os.sched_getaffinity(0))})",
