@@ -36,7 +36,7 @@ from ..checks import (
 from ..natgrad import NaturalGradient, NaturalGradientError
 from ..parametrisations import Natural
 from ..recovery import NO_RECOVERY, REASONS, Guard, Recovery
-from ..schedules import Constant, warm_up
+from ..schedules import ALONE_WARM_UP_STEPS, DIAGONAL_WARM_UP_STEPS, WARM_UP_STEPS, Constant, warm_up
 from ..variational import variational_distributions
 from .batches import NO_BATCHES, ArrayBatches, check_arrays, dataset_batches
 from .cache import Compiled, configuration, forget, keep, lookup
@@ -59,7 +59,7 @@ class _DefaultNaturalGradient:
     block Jacobi, which converges for γ < 2/L at most (``bench_mixing.py``);
     γ = 1 diverged there. Everything else, a Gaussian likelihood on
     minibatches included, gets the paper's γ = 0.1 reached by the warm-up
-    :func:`gpnat.schedules.warm_up` from 1e-3 over 100 steps
+    :func:`gpnat.schedules.warm_up` from 1e-3 over ``WARM_UP_STEPS`` = 100 steps
     (``benchmarks/WARMUP.md``): with minibatches γ = 1 jumps to each batch's
     optimal q(u), and ended 50 to 2,036 nats below the warm-up (and below
     Adam-only training) on UCI yacht, concrete and kin8nm, batch 128. A
@@ -73,8 +73,8 @@ class _DefaultNaturalGradient:
 
     def __repr__(self) -> str:
         return ("NaturalGradient(1.0) for a Gaussian likelihood on the full data and a full-covariance q(u) "
-                "(1/L where a kernel mixes L latent GPs; LogLinear(1e-3, 0.1, 20) for a diagonal one), "
-                "else NaturalGradient(LogLinear(1e-3, 0.1, 100)) (5 steps with adam_lr=None)")
+                f"(1/L where a kernel mixes L latent GPs; {warm_up(DIAGONAL_WARM_UP_STEPS)!r} for a diagonal one), "
+                f"else NaturalGradient({warm_up(WARM_UP_STEPS)!r}) ({ALONE_WARM_UP_STEPS} steps with adam_lr=None)")
 
     @staticmethod
     def make(model=None, full_batch: bool = True, hyperparameters_trained: bool = True) -> "NaturalGradient":
@@ -86,14 +86,6 @@ class _DefaultNaturalGradient:
             return NaturalGradient(gamma=warm_up(ALONE_WARM_UP_STEPS))
         return NaturalGradient(gamma=warm_up())
 
-
-#: the warm-up's length for a diagonal q(u) with a Gaussian likelihood on the full data, where
-#: ``benchmarks/DIAGONAL.md`` measured it ahead of the longer default
-DIAGONAL_WARM_UP_STEPS = 20
-#: the warm-up's length when q(u) trains alone (``adam_lr=None``): with nothing for Adam to move, the
-#: reason for a slow start is gone; in ``benchmarks/WARMUP.md`` 5 steps led 20 and 100 after 60
-#: iterations in all 11 runs, and all three ended level
-ALONE_WARM_UP_STEPS = 5
 
 
 def _gaussian_full_data(model, full_batch: bool) -> bool:
