@@ -543,7 +543,7 @@ def main(argv=None):
 
     load_start = os.getloadavg()
     t0 = time.perf_counter()
-    X, Y = make_data(args.num_data)
+    X, Y = make_data(args.num_data) if Ms else (None, None)
     cells = []
     for dtype in args.dtype.split(","):
         for B in batches:
@@ -564,8 +564,11 @@ def main(argv=None):
         "tensorflow": tf.__version__,
         "gpflow": gpflow.__version__,
         "gpnat_source": git_state(),
-        "problem": f"synthetic regression, N = {args.num_data}, D = {D}, seed 0; gamma {GAMMA}, "
-                   f"Adam lr {ADAM_LR} (gpnat-default: all of train's defaults)",
+        "problem": "; ".join(
+            ([f"timing: synthetic regression, N = {args.num_data}, D = {D}, seed 0; gamma {GAMMA}, "
+              f"Adam lr {ADAM_LR} (gpnat-default: all of train's defaults)"] if Ms else [])
+            + ([f"memory against N: synthetic regression, N in its table, D = {D}, seed 0; gamma {GAMMA}, "
+                "Adam at train's default learning rate"] if scaling else [])),
         "loadavg": f"{' / '.join(f'{v:.2f}' for v in load_start)} at the start, "
                    f"{' / '.join(f'{v:.2f}' for v in os.getloadavg())} at the end (1 / 5 / 15 min)",
         "wall_s": f"{time.perf_counter() - t0:.0f}",
