@@ -78,6 +78,26 @@ def matmul(a: tf.Tensor, b: tf.Tensor, transpose_a: bool = False, transpose_b: b
     return tf.linalg.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
 
 
+#: TensorFlow's CPU Transpose kernel hands a tensor of more elements than this to its thread pool,
+#: which on a 2-core CPU made a [1, M, M] float64 transpose cost 40 to 80 µs from M = 49 on, where
+#: it cost 2 µs at M = 48 and XLA's compiled transpose 10 to 20 µs up to M = 100
+#: (``benchmarks/TRANSPOSE.md``); above it, :func:`transpose` runs XLA's on a CPU
+TRANSPOSE_THREADED_ABOVE = 48 * 48
+
+_xla_transpose = tf.function(lambda A: tf.linalg.adjoint(A), jit_compile=True)
+
+
+def transpose(A: tf.Tensor) -> tf.Tensor:
+    """Aᵀ over the last two axes (real A): ``tf.linalg.adjoint``, compiled by XLA on a CPU for
+    tensors of more than :data:`TRANSPOSE_THREADED_ABOVE` elements (static shape), where
+    TensorFlow's kernel pays its thread pool's overhead (``benchmarks/TRANSPOSE.md``). The same
+    values either way; the natural step's closed form uses it for its M × M transposes."""
+    n = A.shape.num_elements()
+    if n is not None and n > TRANSPOSE_THREADED_ABOVE and not tf.config.list_logical_devices("GPU"):
+        return _xla_transpose(A)
+    return tf.linalg.adjoint(A)
+
+
 @check_shapes("A: [batch..., M, M]", "return: [batch..., M, M]")
 def symmetrise(A: tf.Tensor) -> tf.Tensor:
     """½ (A + Aᵀ) over the last two axes."""

@@ -294,12 +294,12 @@ class MeanCholesky(_SignedFactor, Parametrisation):
         L = tf.linalg.band_part(xi_2, -1, 0)
         grad_L = tf.linalg.band_part(grad_2, -1, 0)
         P = gaussian.phi(gaussian.lower_of_transpose_product(L, grad_L))
-        Q = P + tf.linalg.adjoint(P)
+        Q = P + gaussian.transpose(P)
         m = gaussian._col_to_batch(xi_1)
         a = tf.linalg.triangular_solve(L, m, lower=True)  # L⁻¹ m = Lᵀ θ₁
         c = gaussian.matmul(L, gaussian._col_to_batch(grad_1), transpose_a=True) - gaussian.matmul(Q, a)
         eye = tf.eye(tf.shape(L)[-1], batch_shape=tf.shape(L)[:-2], dtype=L.dtype)
-        Lt = tf.linalg.adjoint(L)
+        Lt = gaussian.transpose(L)
         reverse = lambda A: tf.reverse(A, axis=[-2, -1])  # noqa: E731  (J A J)
 
         def step(gamma):
@@ -308,7 +308,7 @@ class MeanCholesky(_SignedFactor, Parametrisation):
             L_new_t = gaussian.solve_upper_triangular(V, Lt)
             Rt_t = tf.linalg.triangular_solve(V, a - gamma * c, lower=False)
             m_new = gaussian.matmul(L_new_t, Rt_t, transpose_a=True)
-            return gaussian._batch_to_col(m_new), tf.linalg.band_part(tf.linalg.adjoint(L_new_t), -1, 0)
+            return gaussian._batch_to_col(m_new), tf.linalg.band_part(gaussian.transpose(L_new_t), -1, 0)
 
         return step
 

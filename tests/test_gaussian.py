@@ -275,3 +275,16 @@ def test_matmul_equals_tensorflows(rng, batch, dtype):
         np.testing.assert_allclose(unknown(A, A), np.matmul(A, A), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(gaussian.matmul(A, B, transpose_a=True), np.matmul(A.transpose(0, 2, 1), B),
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(1, 40, 40), (1, 60, 60), (3, 30, 30), (70, 50), (2, 49, 61)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_transpose_equals_tensorflows(rng, shape, dtype):
+    """Bitwise tf.linalg.adjoint, eagerly and compiled, below and above TRANSPOSE_THREADED_ABOVE
+    elements (there through XLA), and with a shape unknown when traced."""
+    A = rng.normal(size=shape).astype(dtype)
+    want = np.swapaxes(A, -1, -2)
+    np.testing.assert_array_equal(gaussian.transpose(tf.constant(A)).numpy(), want)
+    np.testing.assert_array_equal(tf.function(gaussian.transpose)(tf.constant(A)).numpy(), want)
+    unknown = tf.function(gaussian.transpose, input_signature=[tf.TensorSpec([None] * len(shape), dtype)])
+    np.testing.assert_array_equal(unknown(A).numpy(), want)

@@ -543,12 +543,14 @@ def test_closed_form_steps_equal_the_general_route(rng, parametrisation, coordin
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11)
 
 
-def test_closed_form_step_of_a_large_q_equals_the_general_route(rng):
-    """From gaussian.SPLIT_FROM inducing points on, the mean/Cholesky step works on triangular blocks."""
+@pytest.mark.parametrize("Mt", [60, gpnat.gaussian.SPLIT_FROM + 10], ids=["xla-transposes", "split"])
+def test_closed_form_step_of_a_large_q_equals_the_general_route(rng, Mt):
+    """Above TRANSPOSE_THREADED_ABOVE elements the mean/Cholesky step transposes through XLA, and from
+    gaussian.SPLIT_FROM inducing points on it works on triangular blocks."""
     from gpnat.natgrad import convert, natural_direction
     from gpnat.parametrisations import MeanCholesky, Natural
 
-    Mt = gpnat.gaussian.SPLIT_FROM + 10
+    assert Mt * Mt > gpnat.gaussian.TRANSPOSE_THREADED_ABOVE
     xi = [tf.constant(t) for t in random_meanchol(rng, Mt, 1, scale=0.5, jitter=0.7)]
     grads = [tf.constant(rng.normal(size=(Mt, 1))),
              tf.constant(np.tril(rng.normal(size=(1, Mt, Mt))) / Mt)]
