@@ -150,8 +150,8 @@ def render(t_rows, p_rows, r_rows, meta) -> str:
          "Benchmarks are never timed tests. What is timed and how: the script's docstring.", "", "## Machine", ""]
     L += [f"- **{k}**: {v}" for k, v in meta.items() if k != "command"]
     L += ["", "## One transpose of [1, M, M] (µs per call, less the loop's own cost)", "",
-          f"`gaussian.transpose` runs XLA's above TRANSPOSE_THREADED_ABOVE = {gaussian.TRANSPOSE_THREADED_ABOVE} "
-          "elements on a CPU, TensorFlow's below.", "",
+          "`gaussian.transpose` runs XLA's above TRANSPOSE_THREADED_ABOVE elements on a CPU "
+          f"({gaussian.TRANSPOSE_THREADED_ABOVE}), TensorFlow's below.", "",
           "| dtype | M | TensorFlow | XLA | gaussian.transpose | loop |", "|---|---|---|---|---|---|"]
     L += [f"| {r['dtype']} | {r['M']} | {fmt(r['TensorFlow'])} | {fmt(r['XLA'])} | {fmt(r['gaussian.transpose'])} "
           f"| {fmt(r['loop'])} |" for r in t_rows]

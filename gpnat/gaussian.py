@@ -28,6 +28,7 @@ from check_shapes import check_shapes
 
 __all__ = [
     "matmul",
+    "transpose",
     "symmetrise",
     "phi",
     "cholesky",
@@ -78,13 +79,15 @@ def matmul(a: tf.Tensor, b: tf.Tensor, transpose_a: bool = False, transpose_b: b
     return tf.linalg.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
 
 
-#: TensorFlow's CPU Transpose kernel hands a tensor of more elements than this to its thread pool,
-#: which on a 2-core CPU made a [1, M, M] float64 transpose cost 40 to 80 µs from M = 49 on, where
-#: it cost 2 µs at M = 48 and XLA's compiled transpose 10 to 20 µs up to M = 100
-#: (``benchmarks/TRANSPOSE.md``); above it, :func:`transpose` runs XLA's on a CPU
-TRANSPOSE_THREADED_ABOVE = 48 * 48
+#: TensorFlow's CPU Transpose kernel hands a tensor of more elements than this (per dtype; others as
+#: float64) to its thread pool. On a 2-core CPU a [1, M, M] transpose then cost 40 to 80 µs, from
+#: M = 49 in float64 and M = 50 in float32, where it had cost 2 to 4 µs, and XLA's compiled
+#: transpose 10 to 20 µs up to M = 100 (``benchmarks/TRANSPOSE.md``); above it, :func:`transpose`
+#: runs XLA's on a CPU
+TRANSPOSE_THREADED_ABOVE = {"float64": 48 * 48, "float32": 49 * 49}
 
-_xla_transpose = tf.function(lambda A: tf.linalg.adjoint(A), jit_compile=True)
+#: one function for every shape: XLA compiles each shape it meets once (reduce_retracing keeps the trace general)
+_xla_transpose = tf.function(lambda A: tf.linalg.adjoint(A), jit_compile=True, reduce_retracing=True)
 
 
 def transpose(A: tf.Tensor) -> tf.Tensor:
@@ -93,7 +96,8 @@ def transpose(A: tf.Tensor) -> tf.Tensor:
     TensorFlow's kernel pays its thread pool's overhead (``benchmarks/TRANSPOSE.md``). The same
     values either way; the natural step's closed form uses it for its M × M transposes."""
     n = A.shape.num_elements()
-    if n is not None and n > TRANSPOSE_THREADED_ABOVE and not tf.config.list_logical_devices("GPU"):
+    above = TRANSPOSE_THREADED_ABOVE.get(A.dtype.name, TRANSPOSE_THREADED_ABOVE["float64"])
+    if n is not None and n > above and not tf.config.list_logical_devices("GPU"):
         return _xla_transpose(A)
     return tf.linalg.adjoint(A)
 

@@ -550,7 +550,7 @@ def test_closed_form_step_of_a_large_q_equals_the_general_route(rng, Mt):
     from gpnat.natgrad import convert, natural_direction
     from gpnat.parametrisations import MeanCholesky, Natural
 
-    assert Mt * Mt > gpnat.gaussian.TRANSPOSE_THREADED_ABOVE
+    assert Mt * Mt > gpnat.gaussian.TRANSPOSE_THREADED_ABOVE["float64"]
     xi = [tf.constant(t) for t in random_meanchol(rng, Mt, 1, scale=0.5, jitter=0.7)]
     grads = [tf.constant(rng.normal(size=(Mt, 1))),
              tf.constant(np.tril(rng.normal(size=(1, Mt, Mt))) / Mt)]
