@@ -4,7 +4,7 @@
 TensorFlow's CPU Transpose kernel hands a tensor above some size to its thread
 pool; the hand-off costs tens of microseconds, more than the copy itself at the
 M of a typical SVGP. ``gpnat.gaussian.transpose`` runs XLA's transpose above
-``TRANSPOSE_THREADED_ABOVE`` elements instead. Three measurements, each the
+``TRANSPOSE_BY_XLA`` instead (a range of sizes per dtype). Three measurements, each the
 median over ``--repeats`` (float64 unless said):
 
 1. one transpose of ``[1, M, M]``, float64 and float32: TensorFlow's kernel
@@ -150,8 +150,8 @@ def render(t_rows, p_rows, r_rows, meta) -> str:
          "Benchmarks are never timed tests. What is timed and how: the script's docstring.", "", "## Machine", ""]
     L += [f"- **{k}**: {v}" for k, v in meta.items() if k != "command"]
     L += ["", "## One transpose of [1, M, M] (µs per call, less the loop's own cost)", "",
-          "`gaussian.transpose` runs XLA's above TRANSPOSE_THREADED_ABOVE elements on a CPU "
-          f"({gaussian.TRANSPOSE_THREADED_ABOVE}), TensorFlow's below.", "",
+          "`gaussian.transpose` runs XLA's on a CPU where the element count n of the tensor lies in "
+          f"TRANSPOSE_BY_XLA = {gaussian.TRANSPOSE_BY_XLA} (above < n ≤ up to), TensorFlow's elsewhere.", "",
           "| dtype | M | TensorFlow | XLA | gaussian.transpose | loop |", "|---|---|---|---|---|---|"]
     L += [f"| {r['dtype']} | {r['M']} | {fmt(r['TensorFlow'])} | {fmt(r['XLA'])} | {fmt(r['gaussian.transpose'])} "
           f"| {fmt(r['loop'])} |" for r in t_rows]
@@ -173,8 +173,8 @@ def render(t_rows, p_rows, r_rows, meta) -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--M", default="32,48,49,64,100,200,500", help="M of the transposes")
-    p.add_argument("--proposal-M", default="32,48,50,64,100,200", help="M of the natural-step proposals")
+    p.add_argument("--M", default="32,48,49,50,64,100,150,200,300,500", help="M of the transposes")
+    p.add_argument("--proposal-M", default="32,48,50,64,100,150,200", help="M of the natural-step proposals")
     p.add_argument("--train-M", default="20,50,64,100", help="M of the training runs ('' skips them)")
     p.add_argument("--calls", type=int, default=2000)
     p.add_argument("--iterations", type=int, default=500)

@@ -79,12 +79,14 @@ def matmul(a: tf.Tensor, b: tf.Tensor, transpose_a: bool = False, transpose_b: b
     return tf.linalg.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
 
 
-#: TensorFlow's CPU Transpose kernel hands a tensor of more elements than this (per dtype; others as
-#: float64) to its thread pool. On a 2-core CPU a [1, M, M] transpose then cost 40 to 80 µs, from
-#: M = 49 in float64 and M = 50 in float32, where it had cost 2 to 4 µs, and XLA's compiled
-#: transpose 10 to 20 µs up to M = 100 (``benchmarks/TRANSPOSE.md``); above it, :func:`transpose`
-#: runs XLA's on a CPU
-TRANSPOSE_THREADED_ABOVE = {"float64": 48 * 48, "float32": 49 * 49}
+#: Tensors whose transposes :func:`transpose` leaves to XLA on a CPU: more elements than the first
+#: number, at most the second (per dtype; others as float64). TensorFlow's CPU Transpose kernel hands
+#: a tensor above the first to its thread pool: on a 2-core CPU a [1, M, M] transpose then cost 40
+#: to 60 µs from M = 49 in float64 and M = 50 in float32, where it had cost 1 to 3 µs, and XLA's
+#: compiled one 13 to 23 µs up to M = 100 (float32: 34 µs at M = 200). Above the second XLA's
+#: was the slower (float64 M = 200: 112 against 89 µs; float32 M = 500: 192 against 103), so
+#: TensorFlow's is used there again (``benchmarks/TRANSPOSE.md``)
+TRANSPOSE_BY_XLA = {"float64": (48 * 48, 100 * 100), "float32": (49 * 49, 200 * 200)}
 
 #: one function for every shape: XLA compiles each shape it meets once (reduce_retracing keeps the trace general)
 _xla_transpose = tf.function(lambda A: tf.linalg.adjoint(A), jit_compile=True, reduce_retracing=True)
@@ -92,12 +94,12 @@ _xla_transpose = tf.function(lambda A: tf.linalg.adjoint(A), jit_compile=True, r
 
 def transpose(A: tf.Tensor) -> tf.Tensor:
     """Aᵀ over the last two axes (real A): ``tf.linalg.adjoint``, compiled by XLA on a CPU for
-    tensors of more than :data:`TRANSPOSE_THREADED_ABOVE` elements (static shape), where
-    TensorFlow's kernel pays its thread pool's overhead (``benchmarks/TRANSPOSE.md``). The same
-    values either way; the natural step's closed form uses it for its M × M transposes."""
+    tensors whose size (static shape) lies in :data:`TRANSPOSE_BY_XLA`, where TensorFlow's kernel
+    pays its thread pool's overhead (``benchmarks/TRANSPOSE.md``). The same values either way;
+    the natural step's closed form uses it for its M × M transposes."""
     n = A.shape.num_elements()
-    above = TRANSPOSE_THREADED_ABOVE.get(A.dtype.name, TRANSPOSE_THREADED_ABOVE["float64"])
-    if n is not None and n > above and not tf.config.list_logical_devices("GPU"):
+    above, up_to = TRANSPOSE_BY_XLA.get(A.dtype.name, TRANSPOSE_BY_XLA["float64"])
+    if n is not None and above < n <= up_to and not tf.config.list_logical_devices("GPU"):
         return _xla_transpose(A)
     return tf.linalg.adjoint(A)
 

@@ -277,11 +277,13 @@ def test_matmul_equals_tensorflows(rng, batch, dtype):
                                rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("shape", [(1, 40, 40), (1, 60, 60), (3, 30, 30), (70, 50), (2, 49, 61)])
+@pytest.mark.parametrize("shape", [(1, 40, 40), (1, 60, 60), (3, 30, 30), (70, 50), (2, 49, 61), (1, 250, 250)])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_transpose_equals_tensorflows(rng, shape, dtype):
-    """Bitwise tf.linalg.adjoint, eagerly and compiled, below and above TRANSPOSE_THREADED_ABOVE
-    elements (there through XLA), and with a shape unknown when traced."""
+    """Bitwise tf.linalg.adjoint, eagerly and compiled, below, within and above the sizes that
+    gaussian.TRANSPOSE_BY_XLA sends through XLA, and with a shape unknown when traced."""
+    above, up_to = gaussian.TRANSPOSE_BY_XLA[np.dtype(dtype).name]
+    assert above < 60 * 60 <= up_to < 250 * 250
     A = rng.normal(size=shape).astype(dtype)
     want = np.swapaxes(A, -1, -2)
     np.testing.assert_array_equal(gaussian.transpose(tf.constant(A)).numpy(), want)

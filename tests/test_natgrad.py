@@ -545,12 +545,11 @@ def test_closed_form_steps_equal_the_general_route(rng, parametrisation, coordin
 
 @pytest.mark.parametrize("Mt", [60, gpnat.gaussian.SPLIT_FROM + 10], ids=["xla-transposes", "split"])
 def test_closed_form_step_of_a_large_q_equals_the_general_route(rng, Mt):
-    """Above TRANSPOSE_THREADED_ABOVE elements the mean/Cholesky step transposes through XLA, and from
+    """At M = 60 the mean/Cholesky step transposes through XLA (gaussian.TRANSPOSE_BY_XLA), and from
     gaussian.SPLIT_FROM inducing points on it works on triangular blocks."""
     from gpnat.natgrad import convert, natural_direction
     from gpnat.parametrisations import MeanCholesky, Natural
 
-    assert Mt * Mt > gpnat.gaussian.TRANSPOSE_THREADED_ABOVE["float64"]
     xi = [tf.constant(t) for t in random_meanchol(rng, Mt, 1, scale=0.5, jitter=0.7)]
     grads = [tf.constant(rng.normal(size=(Mt, 1))),
              tf.constant(np.tril(rng.normal(size=(1, Mt, Mt))) / Mt)]
