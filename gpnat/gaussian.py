@@ -81,10 +81,10 @@ def matmul(a: tf.Tensor, b: tf.Tensor, transpose_a: bool = False, transpose_b: b
 
 #: Tensors whose transposes :func:`transpose` leaves to XLA on a CPU: more elements than the first
 #: number, at most the second (per dtype; others as float64). TensorFlow's CPU Transpose kernel hands
-#: a tensor above the first to its thread pool: on a 2-core CPU a [1, M, M] transpose then cost 40
-#: to 60 µs from M = 49 in float64 and M = 50 in float32, where it had cost 1 to 3 µs, and XLA's
-#: compiled one 13 to 23 µs up to M = 100 (float32: 34 µs at M = 200). Above the second XLA's
-#: was the slower (float64 M = 200: 112 against 89 µs; float32 M = 500: 192 against 103), so
+#: a tensor above the first to its thread pool: on a 2-core CPU a [1, M, M] transpose then cost 59
+#: to 98 µs from M = 49 in float64 and M = 50 in float32, where it had cost 1 to 2 µs, and XLA's
+#: compiled one 16 to 31 µs up to M = 100 (float32: 12 to 36 µs up to M = 200). At M = 200 in
+#: float64 and 300 in float32 XLA's was the slower (121 against 98 µs, 145 against 113), so
 #: TensorFlow's is used there again (``benchmarks/TRANSPOSE.md``)
 TRANSPOSE_BY_XLA = {"float64": (48 * 48, 100 * 100), "float32": (49 * 49, 200 * 200)}
 
