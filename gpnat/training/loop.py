@@ -87,7 +87,6 @@ class _DefaultNaturalGradient:
         return NaturalGradient(gamma=warm_up())
 
 
-
 def _gaussian_full_data(model, full_batch: bool) -> bool:
     return full_batch and isinstance(getattr(model, "likelihood", None), gpflow.likelihoods.Gaussian)
 
